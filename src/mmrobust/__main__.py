@@ -1,0 +1,3 @@
+from mmrobust.cli import main
+
+main()

@@ -1,0 +1,69 @@
+"""The Batch contract: inputs keyed by modality, a ``[B, M]`` availability mask and targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from mmrobust.subsets import subset_mask
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One mini-batch.
+
+    Attributes:
+        inputs: modality name -> tensor ``[B, ...]``; zeros where the modality is absent.
+        present: bool ``[B, M]``; column ``j`` tells whether ``modalities[j]`` is present.
+        target: ``[B]`` class indices (or ``[B, ...]`` dense targets).
+        modalities: the modality order; it never changes with configuration.
+        index: ``[B]`` dataset indices of the samples (drives per-sample randomness, so results do
+            not depend on how samples are split across processes).
+    """
+
+    inputs: dict[str, torch.Tensor]
+    present: torch.Tensor
+    target: torch.Tensor
+    modalities: tuple[str, ...]
+    index: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+
+    def __post_init__(self) -> None:
+        if self.present.dtype != torch.bool or self.present.dim() != 2:
+            raise ValueError(
+                f"present must be a bool [B, M] tensor, got {self.present.dtype} {tuple(self.present.shape)}"
+            )
+        if self.present.shape[1] != len(self.modalities):
+            raise ValueError(
+                f"present has {self.present.shape[1]} columns but there are {len(self.modalities)} modalities"
+            )
+        missing = [m for m in self.modalities if m not in self.inputs]
+        if missing:
+            raise ValueError(f"batch inputs lack modalities {missing}; every modality needs a (zero) tensor")
+
+    def __len__(self) -> int:
+        return self.present.shape[0]
+
+    def to(self, device: torch.device | str) -> Batch:
+        """Move every tensor to ``device``."""
+        return replace(
+            self,
+            inputs={k: v.to(device) for k, v in self.inputs.items()},
+            present=self.present.to(device),
+            target=self.target.to(device),
+            index=self.index.to(device),
+        )
+
+    def restrict(self, subset: int) -> Batch:
+        """AND the mask with one subset (a bitmask) for every sample; inputs of dropped modalities are zeroed."""
+        keep = subset_mask(subset, len(self.modalities)).to(self.present.device)
+        return self.with_present(self.present & keep)
+
+    def with_present(self, present: torch.Tensor) -> Batch:
+        """A batch with another ``[B, M]`` mask; inputs of absent modalities are zeroed."""
+        inputs = {}
+        for j, name in enumerate(self.modalities):
+            x = self.inputs[name]
+            keep = present[:, j].view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+            inputs[name] = x * keep
+        return replace(self, inputs=inputs, present=present)

@@ -1,0 +1,141 @@
+"""Per-modality file readers for the manifest dataset: ``.npy`` arrays, images and audio.
+
+Each reader turns one file into a float tensor of a fixed shape and applies its normalization
+``(x − mean) / std`` (per channel). Readers are built from config dicts such as
+``{type: image, size: [112, 112], channels: 3, mean: [0.5], std: [0.5]}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmrobust.registry import Registry
+
+READERS: Registry[Reader] = Registry("reader")
+
+
+class Reader:
+    """Reads one modality file. ``shape`` is the per-sample output shape, or None until first read."""
+
+    shape: tuple[int, ...] | None = None
+
+    def __init__(self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+        self.mean = None if mean is None else torch.tensor(list(mean), dtype=torch.float32)
+        self.std = None if std is None else torch.tensor(list(std), dtype=torch.float32)
+
+    def read(self, path: Path) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, path: Path) -> torch.Tensor:
+        x = self.read(path)
+        if self.mean is not None or self.std is not None:
+            # per-channel statistics broadcast over the trailing dimensions: [C] -> [C, 1, ..., 1]
+            view = (-1,) + (1,) * (x.dim() - 1) if x.dim() > 1 else (-1,)
+            if self.mean is not None:
+                x = x - self.mean.view(view)
+            if self.std is not None:
+                x = x / self.std.view(view)
+        return x
+
+
+@READERS.register("npy")
+class NpyReader(Reader):
+    """A NumPy ``.npy`` array; ``shape`` (optional) is checked, otherwise taken from the first file."""
+
+    def __init__(
+        self, shape: list[int] | None = None, mean: list[float] | None = None, std: list[float] | None = None
+    ) -> None:
+        super().__init__(mean, std)
+        self.shape = tuple(shape) if shape else None
+
+    def read(self, path: Path) -> torch.Tensor:
+        return torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float32))
+
+
+@READERS.register("image")
+class ImageReader(Reader):
+    """A PNG/JPEG image resized to ``size`` (H, W) as ``[channels, H, W]`` in [0, 1].
+
+    8-bit images are divided by 255 and 16-bit ones (depth PNGs) by 65535. ``channels`` 1 reads
+    grayscale, 3 reads RGB.
+    """
+
+    def __init__(
+        self,
+        size: list[int] | None = None,
+        channels: int = 3,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+    ) -> None:
+        super().__init__(mean, std)
+        if channels not in (1, 3):
+            raise ValueError(f"image reader: channels must be 1 or 3, got {channels}")
+        self.size = tuple(size) if size else None
+        self.channels = channels
+        self.shape = (channels, *self.size) if self.size else None
+
+    def read(self, path: Path) -> torch.Tensor:
+        from PIL import Image
+
+        with Image.open(path) as img:
+            if self.size is not None:
+                img = img.resize((self.size[1], self.size[0]), Image.BILINEAR)
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(img, dtype=np.float32) / 65535.0
+                arr = np.repeat(arr[None], self.channels, axis=0)
+            else:
+                arr = np.asarray(img.convert("RGB" if self.channels == 3 else "L"), dtype=np.float32) / 255.0
+                arr = arr.transpose(2, 0, 1) if arr.ndim == 3 else arr[None]
+        return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+@READERS.register("audio")
+class AudioReader(Reader):
+    """A sound file (``.wav``/``.flac``), mixed to mono, resampled to ``sample_rate``, tiled to at least
+    ``seconds`` and cut to exactly ``seconds``, clipped to [−1, 1].
+
+    Output ``[1, T]`` (waveform, ``n_fft = 0``) or the log-magnitude STFT ``[1, n_fft//2 + 1, frames]``
+    computed as ``log(|STFT| + 1e-7)``.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        seconds: float = 1.0,
+        n_fft: int = 0,
+        hop: int = 0,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+    ) -> None:
+        super().__init__(mean, std)
+        self.sample_rate = sample_rate
+        self.length = round(sample_rate * seconds)
+        self.n_fft = n_fft
+        self.hop = hop or max(1, n_fft // 4)
+        if n_fft:
+            frames = 1 + self.length // self.hop
+            self.shape = (1, n_fft // 2 + 1, frames)
+        else:
+            self.shape = (1, self.length)
+
+    def read(self, path: Path) -> torch.Tensor:
+        import soundfile
+        import soxr
+
+        wave, rate = soundfile.read(path, dtype="float32", always_2d=True)
+        wave = wave.mean(axis=1)
+        if rate != self.sample_rate:
+            wave = soxr.resample(wave, rate, self.sample_rate).astype(np.float32)
+        if len(wave) == 0:
+            raise ValueError("empty audio file")
+        wave = np.tile(wave, -(-self.length // len(wave)))[: self.length]
+        x = torch.from_numpy(np.clip(wave, -1.0, 1.0))
+        if not self.n_fft:
+            return x[None]
+        window = torch.hann_window(self.n_fft)
+        spec = torch.stft(x, self.n_fft, self.hop, window=window, return_complex=True)  # [F, frames]
+        return torch.log(spec.abs() + 1e-7)[None]

@@ -1,0 +1,209 @@
+"""Reports in the papers' layout: one row per subset (● present / ○ missing), one column per method,
+values in percent as ``mean ± std`` over seeds, then an Average row and a Worst row.
+
+The Average (Worst) row is computed per seed — the mean (minimum) over subsets of that seed — and then
+summarized over seeds, so its ± is the spread between runs, not between subsets.
+Outputs: Markdown, CSV (long format: method, seed, split, subset, metric, value), JSON and LaTeX.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mmrobust.engine.checkpoint import write_json_atomic, write_text_atomic
+from mmrobust.evaluation.metrics import HIGHER_IS_BETTER
+from mmrobust.subsets import all_subsets, dot_row, subset_from_names, subset_name
+
+Row = dict[str, Any]
+METRIC_TITLES = {
+    "accuracy": "Accuracy (%)",
+    "macro_f1": "Macro-F1 (%)",
+    "apcer": "APCER (%)",
+    "bpcer": "BPCER (%)",
+    "acer": "ACER (%)",
+}
+
+
+def result_rows(results: Iterable[dict[str, Any]], split: str = "test") -> list[Row]:
+    """Long-format rows from ``results.json`` dicts."""
+    rows = []
+    for r in results:
+        for subset, metrics in r["metrics"][split].items():
+            for metric, value in metrics.items():
+                rows.append(
+                    {
+                        "method": r["method"],
+                        "seed": r["seed"],
+                        "split": split,
+                        "subset": subset,
+                        "metric": metric,
+                        "value": value,
+                    }
+                )
+    return rows
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summary(rows: Sequence[Row], modalities: Sequence[str], metric: str) -> dict[str, Any]:
+    """``{method: {subset name | 'Average' | 'Worst': (mean, std, n_seeds)}}`` in percent."""
+    by: dict[tuple[str, int], dict[str, float]] = defaultdict(dict)
+    for r in rows:
+        if r["metric"] == metric:
+            by[(r["method"], r["seed"])][r["subset"]] = 100.0 * r["value"]
+    worst = min if HIGHER_IS_BETTER.get(metric, True) else max
+    out: dict[str, dict[str, tuple[float, float, int]]] = defaultdict(dict)
+    methods = list(dict.fromkeys(m for m, _ in by))
+    for method in methods:
+        seeds = [values for (m, _), values in by.items() if m == method]
+        subsets = [subset_name(s, modalities) for s in all_subsets(len(modalities))]
+        for name in subsets:
+            vals = [v[name] for v in seeds if name in v]
+            if vals:
+                out[method][name] = (*mean_std(vals), len(vals))
+        complete = [v for v in seeds if all(n in v for n in subsets)]
+        if complete:
+            out[method]["Average"] = (
+                *mean_std([statistics.fmean(v.values()) for v in complete]),
+                len(complete),
+            )
+            out[method]["Worst"] = (*mean_std([worst(v.values()) for v in complete]), len(complete))
+    return out
+
+
+def fmt(cell: tuple[float, float, int] | None, decimals: int = 2) -> str:
+    if cell is None:
+        return "–"
+    mean, std, n = cell
+    return f"{mean:.{decimals}f} ± {std:.{decimals}f}" if n > 1 else f"{mean:.{decimals}f}"
+
+
+def table_cells(
+    rows: Sequence[Row], modalities: Sequence[str], metric: str
+) -> tuple[list[str], list[list[str]]]:
+    """Header and body cells of one metric's table."""
+    data = summary(rows, modalities, metric)
+    methods = list(data)
+    header = [*modalities, *methods]
+    body = []
+    for s in all_subsets(len(modalities)):
+        name = subset_name(s, modalities)
+        if any(name in data[m] for m in methods):
+            body.append([*dot_row(s, len(modalities)), *(fmt(data[m].get(name)) for m in methods)])
+    for label in ("Average", "Worst"):
+        body.append([label, *[""] * (len(modalities) - 1), *(fmt(data[m].get(label)) for m in methods)])
+    return header, body
+
+
+def markdown(rows: Sequence[Row], modalities: Sequence[str], metrics: Sequence[str]) -> str:
+    parts = []
+    for metric in metrics:
+        header, body = table_cells(rows, modalities, metric)
+        seeds = len({(r["method"], r["seed"]) for r in rows}) // max(len({r["method"] for r in rows}), 1)
+        note = f" — mean ± std over {seeds} seeds" if seeds > 1 else ""
+        lines = [f"### {METRIC_TITLES.get(metric, metric)}{note}", "", "| " + " | ".join(header) + " |"]
+        lines.append(
+            "|" + "|".join([":-:"] * len(modalities) + ["--:"] * (len(header) - len(modalities))) + "|"
+        )
+        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def latex(rows: Sequence[Row], modalities: Sequence[str], metrics: Sequence[str]) -> str:
+    parts = []
+    for metric in metrics:
+        header, body = table_cells(rows, modalities, metric)
+        cols = "c" * len(modalities) + "r" * (len(header) - len(modalities))
+        lines = [f"% {METRIC_TITLES.get(metric, metric)}", f"\\begin{{tabular}}{{{cols}}}", "\\toprule"]
+        lines.append(" & ".join(_tex(h) for h in header) + " \\\\")
+        lines.append("\\midrule")
+        for cells in body:
+            cells = [
+                c.replace("●", "$\\bullet$").replace("○", "$\\circ$").replace("±", "$\\pm$") for c in cells
+            ]
+            if cells[0] in ("Average", "Worst"):
+                lines.append("\\midrule" if cells[0] == "Average" else "")
+                cells = [f"\\multicolumn{{{len(modalities)}}}{{c}}{{{cells[0]}}}", *cells[len(modalities) :]]
+            lines.append(" & ".join(cells) + " \\\\")
+        lines += ["\\bottomrule", "\\end{tabular}"]
+        parts.append("\n".join(line for line in lines if line))
+    return "\n\n".join(parts) + "\n"
+
+
+def _tex(text: str) -> str:
+    return text.replace("_", "\\_").replace("&", "\\&").replace("%", "\\%")
+
+
+def to_csv(rows: Sequence[Row]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["method", "seed", "split", "subset", "metric", "value"])
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def metrics_of(rows: Sequence[Row]) -> list[str]:
+    present = {r["metric"] for r in rows}
+    return [m for m in HIGHER_IS_BETTER if m in present]
+
+
+def write_report(
+    rows: Sequence[Row], modalities: Sequence[str], out_dir: str | Path, stem: str = "report"
+) -> dict[str, Path]:
+    """Write ``<stem>.md/.csv/.json/.tex`` and ``<stem>_heatmap.png``; returns their paths by kind."""
+    from mmrobust.evaluation.plots import heatmap
+
+    out_dir = Path(out_dir)
+    metrics = metrics_of(rows)
+    summaries = {
+        m: {
+            meth: {k: list(v) for k, v in cells.items()}
+            for meth, cells in summary(rows, modalities, m).items()
+        }
+        for m in metrics
+    }
+    paths = {
+        "markdown": write_text_atomic(markdown(rows, modalities, metrics), out_dir / f"{stem}.md"),
+        "csv": write_text_atomic(to_csv(rows), out_dir / f"{stem}.csv"),
+        "json": write_json_atomic(
+            {"modalities": list(modalities), "summary": summaries, "rows": list(rows)},
+            out_dir / f"{stem}.json",
+        ),
+        "latex": write_text_atomic(latex(rows, modalities, metrics), out_dir / f"{stem}.tex"),
+    }
+    paths["heatmap"] = heatmap(
+        summary(rows, modalities, metrics[0]), modalities, metrics[0], out_dir / f"{stem}_heatmap.png"
+    )
+    return paths
+
+
+def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Every ``results.json`` under the given run or sweep directories (or the files themselves)."""
+    found = []
+    for p in map(Path, paths):
+        files = [p] if p.is_file() else sorted(p.rglob("results.json"))
+        found += [f for f in files if "eval_" not in f.parent.name]
+    if not found:
+        raise FileNotFoundError(f"no results.json under {[str(p) for p in paths]}")
+    results = [json.loads(f.read_text()) for f in found]
+    modalities = {tuple(r["modalities"]) for r in results}
+    if len(modalities) > 1:
+        raise ValueError(f"results mix different modality sets {sorted(modalities)}; report them separately")
+    return results
+
+
+def subset_order(names: Iterable[str], modalities: Sequence[str]) -> list[str]:
+    """Sort subset names in the papers' order (by size, then bitmask)."""
+    return sorted(
+        names, key=lambda n: (subset_from_names(n, modalities).bit_count(), subset_from_names(n, modalities))
+    )

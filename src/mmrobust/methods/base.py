@@ -1,0 +1,74 @@
+"""The Method contract: turn ``(model, batch)`` into a loss and named terms.
+
+A method steps in between the model's public stages (encode / fuse / neck / head); it never subclasses
+the model. It owns its training-only modules (teacher, regularization heads): they are checkpointed
+with the run and never exported with the deployed model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmrobust.batch import Batch
+from mmrobust.models.multimodal import MultimodalModel
+from mmrobust.registry import Registry
+
+
+@dataclass
+class TrainState:
+    """Where training is: the current epoch (0-based), the global optimizer step, and the run's seed."""
+
+    epoch: int = 0
+    step: int = 0
+    max_epochs: int = 1
+    seed: int = 0
+
+
+@dataclass
+class StepOutput:
+    """A training step's result: the scalar ``loss`` to minimize, named scalar ``terms`` to log, and the
+    fused ``output`` logits ``[B, C]``."""
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    output: torch.Tensor | None = None
+
+
+@dataclass
+class EpochContext:
+    """What an ``on_epoch_end`` hook may use: ``validate(subsets)`` evaluates the deployment model on
+    the validation split and returns ``{subset: (logits [N, C], targets [N])}``; ``log`` records scalars."""
+
+    validate: Any
+    log: Any
+    run_dir: Any = None
+
+
+class Method(nn.Module):
+    """Base class. Subclasses implement ``forward``; the hooks are optional."""
+
+    def forward(
+        self, model: MultimodalModel, batch: Batch, state: TrainState
+    ) -> StepOutput:  # pragma: no cover
+        raise NotImplementedError
+
+    def after_backward(self, model: MultimodalModel, state: TrainState) -> None:
+        """Called after the backward pass, before clipping and the optimizer step (gradient modulation)."""
+
+    def on_epoch_end(self, model: MultimodalModel, state: TrainState, ctx: EpochContext) -> None:
+        """Called after each training epoch, before validation (mining weak or hard combinations)."""
+
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def cross_entropy_step(model: MultimodalModel, batch: Batch) -> StepOutput:
+    """``L = CE(head(neck(fuse(encode(x), present))), y)`` on the batch as given."""
+    logits = model(batch)  # [B, C]
+    loss = F.cross_entropy(logits, batch.target)
+    return StepOutput(loss=loss, terms={"ce": loss.detach()}, output=logits)

@@ -1,0 +1,43 @@
+"""``modality_dropout``: the papers' unified "-MD" baseline.
+
+Each sample keeps a subset S of modalities drawn from a configurable distribution (uniform over the
+2^M − 1 non-empty subsets by default); the encoder outputs of the other modalities are zeroed (no
+rescaling) and ``L = CE``. A drawn subset is intersected with what the sample has in the data; if that
+leaves nothing, the sample keeps all its available modalities.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmrobust.batch import Batch
+from mmrobust.data.missing import SUBSET_POLICIES
+from mmrobust.methods.base import METHODS, Method, StepOutput, TrainState, cross_entropy_step
+from mmrobust.models.multimodal import MultimodalModel
+
+
+@METHODS.register("modality_dropout")
+class ModalityDropout(Method):
+    """Per-sample modality dropout.
+
+    Args:
+        modalities: the modality order.
+        distribution: ``{name: uniform}``, ``{name: independent, keep: 0.5 | [p_1, ..., p_M]}`` or
+            ``{name: weighted, subsets: [rgb, rgb+depth], weights: [1, 2]}``.
+    """
+
+    def __init__(self, modalities: tuple[str, ...], distribution: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        spec = dict(distribution or {"name": "uniform"})
+        name = spec.pop("name", "uniform")
+        self.policy = SUBSET_POLICIES.build(name, spec, where="method.distribution", modalities=modalities)
+
+    def drop(self, batch: Batch, state: TrainState) -> Batch:
+        """The batch with each sample's drawn subset applied (the draw depends on seed, epoch, index)."""
+        keep = self.policy.draw(batch.index, state.seed, state.epoch).to(batch.present.device)
+        present = batch.present & keep
+        empty = ~present.any(dim=1, keepdim=True)
+        return batch.with_present(present | (batch.present & empty))
+
+    def forward(self, model: MultimodalModel, batch: Batch, state: TrainState) -> StepOutput:
+        return cross_entropy_step(model, self.drop(batch, state))

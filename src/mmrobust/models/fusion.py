@@ -1,0 +1,93 @@
+"""Fusions: combine per-modality features (already zeroed where absent) into one representation.
+
+Every fusion takes the features in modality order, ``feats: list[Tensor]``, each ``[B, ...]``, where
+absent modalities are zero (the papers' Bernoulli indicator), and returns ``[B, D]``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mmrobust.models.encoders import mlp
+from mmrobust.models.resnet import STAGES, make_stages, stage_channels
+from mmrobust.registry import Registry
+
+FUSIONS: Registry[nn.Module] = Registry("fusion")
+
+
+@FUSIONS.register("concat")
+class Concat(nn.Module):
+    """Concatenate flattened features. Shape: M × [B, D_m] -> [B, Σ D_m]."""
+
+    def __init__(self, feature_shapes: list[tuple[int, ...]]) -> None:
+        super().__init__()
+        self.out_features = sum(int(torch.Size(s).numel()) for s in feature_shapes)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([f.flatten(1) for f in feats], dim=1)
+
+
+@FUSIONS.register("concat_mlp")
+class ConcatMLP(nn.Module):
+    """Concatenate, then an MLP. Shape: M × [B, D_m] -> [B, out_features]."""
+
+    def __init__(
+        self,
+        feature_shapes: list[tuple[int, ...]],
+        hidden: list[int] | None = None,
+        out_features: int = 128,
+        norm: str = "none",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        total = sum(int(torch.Size(s).numel()) for s in feature_shapes)
+        self.net = mlp([total, *(hidden or []), out_features], norm, dropout)
+        self.out_features = out_features
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        return self.net(torch.cat([f.flatten(1) for f in feats], dim=1))
+
+
+@FUSIONS.register("sum")
+class Sum(nn.Module):
+    """Element-wise sum (features must share a shape); maps are global-average pooled. Shape: -> [B, D]."""
+
+    def __init__(self, feature_shapes: list[tuple[int, ...]]) -> None:
+        super().__init__()
+        if len({tuple(s) for s in feature_shapes}) != 1:
+            raise ValueError(f"sum fusion needs features of one shape, got {feature_shapes}")
+        self.out_features = feature_shapes[0][0]
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        x = torch.stack(feats).sum(0)
+        return x.mean(dim=(2, 3)) if x.dim() == 4 else x
+
+
+@FUSIONS.register("concat_trunk")
+class ConcatTrunk(nn.Module):
+    """The CASIA-SURF baseline fusion: concatenate per-modality maps along channels, then shared ResNet
+    stages (``layer3``, ``layer4`` by default), then global average pooling.
+
+    Shape: M × [B, C, H, W] -> [B, C_out]. The first block of the first shared stage takes M·C channels.
+    """
+
+    def __init__(
+        self,
+        feature_shapes: list[tuple[int, ...]],
+        depth: int = 18,
+        width: int = 64,
+        se: bool = False,
+        first_stage: str = "layer3",
+    ) -> None:
+        super().__init__()
+        if any(len(s) != 3 for s in feature_shapes):
+            raise ValueError(f"concat_trunk fusion needs feature maps [C, H, W], got {feature_shapes}")
+        stages = STAGES[STAGES.index(first_stage) :]
+        in_channels = sum(s[0] for s in feature_shapes)
+        self.trunk = nn.Sequential(*make_stages(depth, width, se, stages, in_channels).values())
+        self.out_features = stage_channels(depth, width)["layer4"]
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        x = self.trunk(torch.cat(feats, dim=1))  # [B, C_out, H', W']
+        return x.mean(dim=(2, 3))

@@ -1,0 +1,159 @@
+"""MultimodalModel: per-modality encoders, a fusion, a neck and a head, with public stages."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmrobust.batch import Batch
+from mmrobust.models.encoders import ENCODERS
+from mmrobust.models.fusion import FUSIONS
+from mmrobust.models.heads import HEADS
+from mmrobust.models.necks import NECKS
+from mmrobust.registry import ConfigError
+
+
+class MultimodalModel(nn.Module):
+    """encode -> fuse -> neck -> head.
+
+    Args:
+        encoders: one encoder per modality, keyed by modality name.
+        fusion: takes the per-modality features in ``modalities`` order (absent ones zeroed).
+        neck, head: applied to the fused representation.
+        modalities: the modality order (columns of ``Batch.present``).
+        feature_shapes: per-modality feature shape without the batch dimension (used to zero-fill
+            the features of modalities whose encoder was skipped).
+
+    ``fusion_inside_encoders`` is False: fusion happens after the encoders, so an evaluator may encode
+    once and fuse once per subset.
+    """
+
+    fusion_inside_encoders = False
+
+    def __init__(
+        self,
+        encoders: nn.ModuleDict,
+        fusion: nn.Module,
+        neck: nn.Module,
+        head: nn.Module,
+        modalities: tuple[str, ...],
+        feature_shapes: Mapping[str, tuple[int, ...]],
+    ) -> None:
+        super().__init__()
+        if set(encoders.keys()) != set(modalities):
+            raise ValueError(f"encoders {sorted(encoders.keys())} do not match modalities {list(modalities)}")
+        self.encoders = encoders
+        self.fusion = fusion
+        self.neck_module = neck
+        self.head_module = head
+        self.modalities = tuple(modalities)
+        self.feature_shapes = {m: tuple(s) for m, s in feature_shapes.items()}
+
+    def encode(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Run the encoder of every modality present for at least one sample; skip the others."""
+        any_present = batch.present.any(dim=0).tolist()
+        return {m: self.encoders[m](batch.inputs[m]) for m, p in zip(self.modalities, any_present) if p}
+
+    def fuse(self, features: Mapping[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        """Zero the feature of every absent modality per sample, then fuse.
+
+        Shape: features[m] ``[B, *feature_shapes[m]]``, present ``[B, M]`` -> ``[B, D]``.
+        """
+        feats = []
+        for j, m in enumerate(self.modalities):
+            if m in features:
+                f = features[m]
+                keep = present[:, j].view(-1, *([1] * (f.dim() - 1))).to(f.dtype)
+                feats.append(f * keep)
+            else:
+                ref = next(iter(features.values()))
+                feats.append(ref.new_zeros(len(present), *self.feature_shapes[m]))
+        return self.fusion(feats)
+
+    def neck(self, fused: torch.Tensor) -> torch.Tensor:
+        return self.neck_module(fused)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head_module(x)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Logits ``[B, num_classes]`` of the batch as it is (its own ``present`` mask)."""
+        return self.head(self.neck(self.fuse(self.encode(batch), batch.present)))
+
+
+def build_model(
+    config: Mapping[str, Any],
+    modalities: tuple[str, ...],
+    input_shapes: Mapping[str, tuple[int, ...]],
+    num_classes: int,
+) -> MultimodalModel:
+    """Build a model from a config with keys ``encoder`` (default for every modality), ``encoders``
+    (per-modality overrides), ``fusion``, ``neck`` and ``head``; each a dict with ``name`` plus options.
+    """
+    config = dict(config)
+    unknown = set(config) - {"encoder", "encoders", "fusion", "neck", "head"}
+    if unknown:
+        raise ConfigError(
+            f"model: unknown keys {sorted(unknown)}; accepted keys: encoder, encoders, fusion, neck, head"
+        )
+    overrides = dict(config.get("encoders") or {})
+    stray = set(overrides) - set(modalities)
+    if stray:
+        raise ConfigError(
+            f"model.encoders: {sorted(stray)} are not modalities of this dataset {list(modalities)}"
+        )
+    encoders = nn.ModuleDict()
+    for m in modalities:
+        spec = dict(overrides.get(m) or config.get("encoder") or {})
+        where = f"model.encoders.{m}" if m in overrides else "model.encoder"
+        encoders[m] = ENCODERS.build(_name(spec, where), spec, where=where, in_shape=tuple(input_shapes[m]))
+    feature_shapes = _feature_shapes(encoders, modalities, input_shapes)
+    fusion_spec = dict(config.get("fusion") or {"name": "concat"})
+    fusion = FUSIONS.build(
+        _name(fusion_spec, "model.fusion"),
+        fusion_spec,
+        where="model.fusion",
+        feature_shapes=[feature_shapes[m] for m in modalities],
+    )
+    neck_spec = dict(config.get("neck") or {"name": "identity"})
+    neck = NECKS.build(
+        _name(neck_spec, "model.neck"), neck_spec, where="model.neck", in_features=fusion.out_features
+    )
+    head_spec = dict(config.get("head") or {"name": "linear"})
+    head = HEADS.build(
+        _name(head_spec, "model.head"),
+        head_spec,
+        where="model.head",
+        in_features=neck.out_features,
+        num_classes=num_classes,
+    )
+    return MultimodalModel(encoders, fusion, neck, head, modalities, feature_shapes)
+
+
+def _name(spec: dict[str, Any], where: str) -> str:
+    if "name" not in spec:
+        raise ConfigError(f"{where}.name: required key is missing")
+    return str(spec.pop("name"))
+
+
+@torch.no_grad()
+def _feature_shapes(
+    encoders: nn.ModuleDict, modalities: tuple[str, ...], input_shapes: Mapping[str, tuple[int, ...]]
+) -> dict[str, tuple[int, ...]]:
+    """Per-modality feature shapes, from one forward of a 2-sample zero batch in eval mode."""
+    shapes = {}
+    for m in modalities:
+        enc = encoders[m]
+        was_training = enc.training
+        enc.eval()
+        try:
+            shapes[m] = tuple(enc(torch.zeros(2, *input_shapes[m])).shape[1:])
+        except RuntimeError as error:
+            raise ConfigError(
+                f"model.encoder for {m!r} cannot take inputs of shape {tuple(input_shapes[m])}: {error}"
+            ) from error
+        enc.train(was_training)
+    return shapes
