@@ -32,8 +32,7 @@ def train(overrides: Sequence[str] = (), run_dir: str | Path = "outputs/api") ->
     from mmrobust.experiment import run
 
     cfg = compose_config(overrides)
-    cfg_no_hydra = {k: v for k, v in cfg.items() if k != "hydra"}
-    return run(cfg_no_hydra, run_dir)
+    return run({str(k): v for k, v in cfg.items() if k != "hydra"}, run_dir)
 
 
 def evaluate(path: str | Path, split: str = "test") -> dict[str, Any]:

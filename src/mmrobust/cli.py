@@ -56,9 +56,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def report(args: Sequence[str]) -> None:
-    parser = argparse.ArgumentParser(
-        prog="mmrobust report", description="Aggregate runs into one table per metric."
-    )
+    parser = argparse.ArgumentParser(prog="mmrobust report", description="Aggregate runs into one table per metric.")
     parser.add_argument("dirs", nargs="+", help="run or sweep directories holding results.json files")
     parser.add_argument("--out", default=None, help="output folder (default: the first directory)")
     parser.add_argument("--split", default="test")

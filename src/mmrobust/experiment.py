@@ -7,9 +7,10 @@ run directory or one checkpoint (``mmrobust eval``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lightning.fabric import Fabric
 from lightning.fabric.loggers import CSVLogger, TensorBoardLogger
@@ -73,7 +74,7 @@ def make_fabric(cfg: RunConfig) -> Fabric:
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=t.strategy,
-        precision=t.precision,
+        precision=cast(Any, t.precision),
     )  # type: ignore[arg-type]
     fabric.launch()
     return fabric
@@ -84,6 +85,14 @@ def loggers_for(folder: Path, tensorboard: bool) -> list[Any]:
     if tensorboard:
         loggers.append(TensorBoardLogger(root_dir=str(folder), name="logs", version="tensorboard"))
     return loggers
+
+
+def log_to(loggers: list[Any]) -> Callable[[dict[str, float], int], None]:
+    def log(metrics: dict[str, float], step: int) -> None:
+        for logger in loggers:
+            logger.log_metrics(metrics, step)
+
+    return log
 
 
 def build_job_model(cfg: RunConfig, data: Data) -> MultimodalModel:
@@ -130,7 +139,7 @@ def run(
             bona_fide_class=cfg.eval.bona_fide_class,
             restrict_to=job.restrict_to,
             provenance={"config": resolved, "job": str(job.folder)},
-            log_fn=lambda metrics, step, loggers=loggers: [lg.log_metrics(metrics, step) for lg in loggers],
+            log_fn=log_to(loggers),
         )
         fit = trainer.fit(model, method, data.train, data.val, resume=cfg.resume)
         for lg in loggers:
@@ -154,8 +163,7 @@ def summarize(
         if cfg.eval.bona_fide_class is None:
             raise ConfigError("eval.threshold=val needs eval.bona_fide_class")
         thresholds = {
-            s: fit_threshold(p.logits, p.target, cfg.eval.bona_fide_class)
-            for s, p in predictions["val"].items()
+            s: fit_threshold(p.logits, p.target, cfg.eval.bona_fide_class) for s, p in predictions["val"].items()
         }
     elif cfg.eval.threshold != "argmax":
         raise ConfigError(f"eval.threshold: expected 'argmax' or 'val', got {cfg.eval.threshold!r}")
@@ -184,7 +192,7 @@ def summarize(
 def write_outputs(results: dict[str, Any], run_dir: Path) -> None:
     write_json_atomic(results, run_dir / "results.json")
     rows = result_rows([results], split="test")
-    paths = write_report(rows, results["modalities"], run_dir, stem="results")
+    paths = write_report(rows, results["modalities"], run_dir, stem="table")
     print(paths["markdown"].read_text())
     print(f"saved: {', '.join(str(p) for p in paths.values())}")
 
@@ -197,7 +205,7 @@ def evaluate(path: str | Path, split: str = "test", out_dir: str | Path | None =
         config_source = path / "config.yaml"
         if not config_source.is_file():
             raise FileNotFoundError(f"{path} is not an mmrobust run directory (no config.yaml)")
-        cfg = to_run_config(OmegaConf.load(config_source))
+        cfg = to_run_config(cast(DictConfig, OmegaConf.load(config_source)))
         run_dir = path
     else:
         ckpt = load_checkpoint(path)
@@ -207,7 +215,7 @@ def evaluate(path: str | Path, split: str = "test", out_dir: str | Path | None =
     if split not in SPLITS:
         raise ConfigError(f"split: expected one of {list(SPLITS)}, got {split!r}")
     cfg.trainer.devices, cfg.trainer.num_nodes, cfg.trainer.strategy = 1, 1, "auto"
-    fabric = Fabric(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision)  # type: ignore[arg-type]
+    fabric = Fabric(accelerator=cfg.trainer.accelerator, devices=1, precision=cast(Any, cfg.trainer.precision))
     data = build_data(cfg.dataset)
     jobs: list[Job] = RUNNERS.get(cfg.method.get("runner", "single"))(data.modalities)
     predictions: dict[str, dict[int, Predictions]] = {"val": {}, split: {}}
@@ -226,7 +234,7 @@ def evaluate(path: str | Path, split: str = "test", out_dir: str | Path | None =
     results["metrics"] = {split: results["metrics"][split]}
     write_json_atomic(results, out / "results.json")
     rows = result_rows([results], split=split)
-    paths = write_report(rows, results["modalities"], out, stem="results")
+    paths = write_report(rows, results["modalities"], out, stem="table")
     print(paths["markdown"].read_text())
     print(f"saved: {', '.join(str(p) for p in paths.values())}")
     return results

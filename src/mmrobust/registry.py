@@ -44,14 +44,10 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> Callable[..., T]:
         if name not in self._items:
-            raise ConfigError(
-                f"unknown {self.kind} {name!r}; valid {self.kind} names: {', '.join(self.names())}"
-            )
+            raise ConfigError(f"unknown {self.kind} {name!r}; valid {self.kind} names: {', '.join(self.names())}")
         return self._items[name]
 
-    def build(
-        self, name: str, kwargs: Mapping[str, Any] | None = None, *, where: str = "", **extra: Any
-    ) -> T:
+    def build(self, name: str, kwargs: Mapping[str, Any] | None = None, *, where: str = "", **extra: Any) -> T:
         """Construct ``name`` with config ``kwargs`` (validated) plus programmatic ``extra`` arguments."""
         fn = self.get(name)
         prefix = where or self.kind
@@ -60,9 +56,7 @@ class Registry(Generic[T]):
         return fn(**kwargs, **extra)
 
 
-def validate_kwargs(
-    fn: Callable[..., Any], kwargs: Mapping[str, Any], *, prefix: str, provided: set[str]
-) -> None:
+def validate_kwargs(fn: Callable[..., Any], kwargs: Mapping[str, Any], *, prefix: str, provided: set[str]) -> None:
     """Raise ConfigError for unknown keys, missing required keys and values of the wrong type."""
     target = fn.__init__ if inspect.isclass(fn) else fn  # type: ignore[misc]
     sig = inspect.signature(fn)
@@ -80,9 +74,7 @@ def validate_kwargs(
             raise ConfigError(f"{prefix}.{key}: unknown key; accepted keys: {', '.join(configurable)}")
         hint = hints.get(key)
         if hint is not None and not matches(value, hint):
-            raise ConfigError(
-                f"{prefix}.{key}: expected {type_name(hint)}, got {type(value).__name__} {value!r}"
-            )
+            raise ConfigError(f"{prefix}.{key}: expected {type_name(hint)}, got {type(value).__name__} {value!r}")
     for name, p in params.items():
         if p.default is p.empty and name not in kwargs and name not in provided:
             raise ConfigError(f"{prefix}.{name}: required key is missing")

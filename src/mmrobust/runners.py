@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ class Job:
     restrict_to: int | None = None
 
 
-RUNNERS: Registry[Callable[[tuple[str, ...]], list[Job]]] = Registry("runner")
+RUNNERS: Registry[list[Job]] = Registry("runner")
 
 
 @RUNNERS.register("single")
@@ -36,6 +35,5 @@ def single(modalities: tuple[str, ...]) -> list[Job]:
 @RUNNERS.register("per_subset")
 def per_subset(modalities: tuple[str, ...]) -> list[Job]:
     return [
-        Job((s,), Path("subsets") / subset_name(s, modalities), restrict_to=s)
-        for s in all_subsets(len(modalities))
+        Job((s,), Path("subsets") / subset_name(s, modalities), restrict_to=s) for s in all_subsets(len(modalities))
     ]

@@ -43,6 +43,9 @@ class MultimodalDataset(Dataset[Sample]):
         self.strict = strict
         self.unreadable: Counter[str] = Counter()
 
+    def __len__(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def load(self, index: int) -> Sample:  # pragma: no cover - abstract
         raise NotImplementedError
 

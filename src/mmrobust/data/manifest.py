@@ -131,7 +131,7 @@ class Manifest(MultimodalDataset):
         path = self.path(index, modality)
         try:
             x = self.readers[modality](path)
-        except (OSError, ValueError, RuntimeError) as error:
+        except (OSError, ValueError, RuntimeError, EOFError) as error:  # EOFError: np.load of an empty file
             self.mark_unreadable(modality, str(path), error)
             return None
         expected = getattr(self, "shapes", {}).get(modality)

@@ -68,11 +68,7 @@ class IndependentKeep(SubsetPolicy):
 
     def __init__(self, modalities: Sequence[str], keep: list[float] | float = 0.5) -> None:
         super().__init__(modalities)
-        probs = (
-            [float(keep)] * len(self.modalities)
-            if isinstance(keep, (int, float))
-            else [float(k) for k in keep]
-        )
+        probs = [float(keep)] * len(self.modalities) if isinstance(keep, (int, float)) else [float(k) for k in keep]
         if len(probs) != len(self.modalities) or not all(0.0 < p <= 1.0 for p in probs):
             raise ConfigError(
                 f"method.distribution.keep: need one probability in (0, 1] per modality {list(self.modalities)}"
@@ -106,16 +102,15 @@ class WeightedSubsets(SubsetPolicy):
     ``subsets`` are names like ``rgb+depth``; ``weights`` default to uniform.
     """
 
-    def __init__(
-        self, modalities: Sequence[str], subsets: list[str], weights: list[float] | None = None
-    ) -> None:
+    def __init__(self, modalities: Sequence[str], subsets: list[str], weights: list[float] | None = None) -> None:
         super().__init__(modalities)
-        self.choices = torch.tensor([subset_from_names(s, self.modalities) for s in subsets])
+        try:
+            self.choices = torch.tensor([subset_from_names(s, self.modalities) for s in subsets])
+        except ValueError as error:
+            raise ConfigError(f"method.distribution.subsets: {error}") from error
         w = torch.tensor(weights if weights is not None else [1.0] * len(subsets), dtype=torch.float64)
         if len(w) != len(subsets) or (w < 0).any() or w.sum() <= 0:
-            raise ConfigError(
-                "method.distribution.weights: need one non-negative weight per subset, not all zero"
-            )
+            raise ConfigError("method.distribution.weights: need one non-negative weight per subset, not all zero")
         self.cdf = torch.cumsum(w / w.sum(), 0)
 
     def draw(self, index: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:

@@ -81,9 +81,9 @@ class ImageReader(Reader):
     def read(self, path: Path) -> torch.Tensor:
         from PIL import Image
 
-        with Image.open(path) as img:
-            if self.size is not None:
-                img = img.resize((self.size[1], self.size[0]), Image.BILINEAR)
+        with Image.open(path) as opened:
+            size = None if self.size is None else (self.size[1], self.size[0])  # PIL takes (W, H)
+            img = opened if size is None else opened.resize(size, Image.Resampling.BILINEAR)
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(img, dtype=np.float32) / 65535.0
                 arr = np.repeat(arr[None], self.channels, axis=0)

@@ -94,6 +94,8 @@ class Synthetic(MultimodalDataset):
                 projection = np.linalg.qr(rng.standard_normal((numel, numel)))[0].astype(np.float32)
                 mixed = math.sqrt(shared) * (shared_proto @ projection) + math.sqrt(1 - shared) * own
             clean[m] = mixed / np.sqrt((mixed**2).mean(axis=1, keepdims=True))  # unit RMS per class
+        for copy, source in redundant.items():  # an exact copy, shared part included (W_copy != W_source)
+            clean[copy] = clean[source]
 
         split_rng = np.random.default_rng([seed, SPLIT_OFFSET[split]])
         n = sizes[SPLIT_OFFSET[split]]
@@ -123,8 +125,7 @@ class Synthetic(MultimodalDataset):
 
     def load(self, index: int) -> Sample:
         inputs = {
-            m: (self.features[m][index] if self.available[index, j] else None)
-            for j, m in enumerate(self.modalities)
+            m: (self.features[m][index] if self.available[index, j] else None) for j, m in enumerate(self.modalities)
         }
         return Sample(inputs, int(self.labels[index]), index)
 

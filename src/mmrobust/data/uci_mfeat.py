@@ -57,7 +57,7 @@ class UciMfeat(MultimodalDataset):
         if unknown or not views:
             raise ConfigError(f"dataset.views: unknown views {unknown}; valid views: {list(VIEWS)}")
         data = load_views()
-        parts = stratified_split(data["labels"], fractions or [0.6, 0.2, 0.2], split_seed)
+        parts = stratified_split(data["labels"].tolist(), fractions or [0.6, 0.2, 0.2], split_seed)
         train_idx, rows = parts[0], parts[SPLITS.index(split)]
         self.modalities = tuple(views)
         self.shapes = {v: (data[v].shape[1],) for v in views}

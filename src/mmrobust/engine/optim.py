@@ -18,9 +18,7 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimizerConfig) 
             params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
         )
     if cfg.name == "adamw":
-        return torch.optim.AdamW(
-            params, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), weight_decay=cfg.weight_decay
-        )
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), weight_decay=cfg.weight_decay)
     raise ConfigError(f"trainer.optimizer.name: unknown optimizer {cfg.name!r}; valid names: adamw, sgd")
 
 
@@ -43,15 +41,11 @@ def lr_factor(step: int, steps_per_epoch: int, max_epochs: int, cfg: SchedulerCo
         total = max(max_epochs * steps_per_epoch - warmup, 1)
         t = min((step - warmup) / total, 1.0)
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-    raise ConfigError(
-        f"trainer.scheduler.name: unknown schedule {cfg.name!r}; valid names: cosine, multistep, none"
-    )
+    raise ConfigError(f"trainer.scheduler.name: unknown schedule {cfg.name!r}; valid names: cosine, multistep, none")
 
 
 def build_schedule(
     optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, steps_per_epoch: int, max_epochs: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     lr_factor(0, steps_per_epoch, max_epochs, cfg)  # validate the name now, not at the first step
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, steps_per_epoch, max_epochs, cfg)
-    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps_per_epoch, max_epochs, cfg))

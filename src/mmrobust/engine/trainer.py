@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from lightning.fabric import Fabric
@@ -107,7 +107,7 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- data
     def train_loader(self, dataset: MultimodalDataset) -> tuple[DataLoader, DistributedSampler]:
-        sampler = DistributedSampler(
+        sampler: DistributedSampler = DistributedSampler(
             dataset,
             num_replicas=self.fabric.world_size,
             rank=self.fabric.global_rank,
@@ -130,7 +130,7 @@ class Trainer:
         return loader, sampler
 
     def eval_loader(self, dataset: MultimodalDataset) -> DataLoader:
-        sampler = DistributedSampler(
+        sampler: DistributedSampler = DistributedSampler(
             dataset, num_replicas=self.fabric.world_size, rank=self.fabric.global_rank, shuffle=False
         )
         return DataLoader(
@@ -141,9 +141,7 @@ class Trainer:
             num_workers=self.cfg.num_workers,
         )
 
-    def predict(
-        self, model: MultimodalModel, dataset: MultimodalDataset, subsets: list[int]
-    ) -> dict[int, Predictions]:
+    def predict(self, model: MultimodalModel, dataset: MultimodalDataset, subsets: list[int]) -> dict[int, Predictions]:
         """Every-subset predictions on a whole split (sharded across processes, then gathered)."""
         return predict_subsets(
             model,
@@ -157,7 +155,7 @@ class Trainer:
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         if self.fabric.world_size == 1:
             return x
-        return self.fabric.all_gather(x).flatten(0, 1)  # [world, n, ...] -> [world·n, ...]
+        return cast(torch.Tensor, self.fabric.all_gather(x)).flatten(0, 1)  # [world, n, ...] -> [world·n, ...]
 
     def selection_subsets(self, modalities: tuple[str, ...]) -> list[int]:
         if self.restrict_to is not None:
@@ -185,7 +183,7 @@ class Trainer:
         method.to(fabric.device)
         self.broadcast_parameters(model, method)
         params = [p for p in [*model.parameters(), *method.parameters()] if p.requires_grad]
-        optimizer = fabric.setup_optimizers(build_optimizer(params, cfg.optimizer))
+        optimizer = cast(torch.optim.Optimizer, fabric.setup_optimizers(build_optimizer(params, cfg.optimizer)))
         loader, sampler = self.train_loader(train_set)
         steps_per_epoch = len(loader)
         schedule = build_schedule(optimizer, cfg.scheduler, steps_per_epoch, cfg.max_epochs)
@@ -228,7 +226,7 @@ class Trainer:
                         sums[k] = sums.get(k, 0.0) + v
                     if state.step % cfg.log_every_n_steps == 0:
                         self.log_fn(
-                            {f"train/{k}": v for k, v in terms.items()} | {"lr": schedule.get_last_lr()[0]},
+                            {f"train/{k}": v for k, v in terms.items()} | {"lr": float(schedule.get_last_lr()[0])},
                             state.step,
                         )
                     bar.update(
@@ -241,9 +239,7 @@ class Trainer:
                     validate=lambda s: self.predict(model, val_set, s), log=self.log_fn, run_dir=self.run_dir
                 )
                 method.on_epoch_end(model, state, ctx)
-                val = subset_metrics(
-                    self.predict(model, val_set, subsets), bona_fide_class=self.bona_fide_class
-                )
+                val = subset_metrics(self.predict(model, val_set, subsets), bona_fide_class=self.bona_fide_class)
                 score = sum(m[cfg.select_metric] for m in val.values()) / len(val)
                 record = {"epoch": epoch, "step": state.step} | {
                     f"train/{k}": v / steps_per_epoch for k, v in sums.items()
@@ -298,12 +294,12 @@ class Trainer:
             step = method(model, batch, state)
         finite = torch.isfinite(step.loss.detach()).float()
         if fabric.world_size > 1:
-            finite = fabric.all_reduce(finite, reduce_op="min")
+            finite = cast(torch.Tensor, fabric.all_reduce(finite, reduce_op="min"))
         if not bool(finite):
             terms = {k: float(v) for k, v in step.terms.items()}
             kept = last_path if last_path.is_file() else "none yet"
             raise NonFiniteLossError(
-                f"non-finite loss {float(step.loss)} at epoch {state.epoch}, step {state.step}; "
+                f"non-finite loss {float(step.loss.detach())} at epoch {state.epoch}, step {state.step}; "
                 f"terms: {terms}; last good checkpoint kept: {kept}"
             )
         fabric.backward(step.loss)
@@ -322,7 +318,7 @@ class Trainer:
             return
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = torch.cat([g.reshape(-1) for g in grads])
-        flat = self.fabric.all_reduce(flat, reduce_op="mean")
+        flat = cast(torch.Tensor, self.fabric.all_reduce(flat, reduce_op="mean"))
         offset = 0
         for p, g in zip(params, grads):
             n = g.numel()
@@ -335,7 +331,7 @@ class Trainer:
             return
         for module in modules:
             for t in [*module.parameters(), *module.buffers()]:
-                t.data.copy_(self.fabric.broadcast(t.data, src=0))
+                t.data.copy_(cast(torch.Tensor, self.fabric.broadcast(t.data, src=0)))
 
     def average_buffers(self, *modules: torch.nn.Module) -> None:
         """Average floating-point buffers (BatchNorm running statistics) over processes."""
@@ -344,4 +340,4 @@ class Trainer:
         for module in modules:
             for b in module.buffers():
                 if b.is_floating_point():
-                    b.copy_(self.fabric.all_reduce(b, reduce_op="mean"))
+                    b.copy_(cast(torch.Tensor, self.fabric.all_reduce(b, reduce_op="mean")))

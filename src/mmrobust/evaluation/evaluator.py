@@ -67,9 +67,7 @@ def predict_subsets(
         target, index = gather(target), gather(index)
         logits = {s: gather(v) for s, v in logits.items()}
     order = _unique_order(index)
-    return {
-        s: Predictions(v[order].cpu(), target[order].cpu(), index[order].cpu()) for s, v in logits.items()
-    }
+    return {s: Predictions(v[order].cpu(), target[order].cpu(), index[order].cpu()) for s, v in logits.items()}
 
 
 def _unique_order(index: torch.Tensor) -> torch.Tensor:

@@ -25,12 +25,8 @@ def classification_metrics(logits: torch.Tensor, target: torch.Tensor, num_class
     """Accuracy (fraction of samples) and macro-F1. Shape: logits [N, C], target [N]."""
     preds = logits.argmax(dim=1)
     return {
-        "accuracy": float(
-            accuracy(preds, target, task="multiclass", num_classes=num_classes, average="micro")
-        ),
-        "macro_f1": float(
-            f1_score(preds, target, task="multiclass", num_classes=num_classes, average="macro")
-        ),
+        "accuracy": float(accuracy(preds, target, task="multiclass", num_classes=num_classes, average="micro")),
+        "macro_f1": float(f1_score(preds, target, task="multiclass", num_classes=num_classes, average="macro")),
     }
 
 
@@ -39,9 +35,7 @@ def pad_metrics(
 ) -> dict[str, float]:
     """APCER, BPCER, ACER for a binary (bona fide vs attack) task. Shape: logits [N, 2], target [N]."""
     if logits.shape[1] != 2:
-        raise ValueError(
-            f"PAD metrics need 2 classes (bona fide vs attack), got logits of shape {tuple(logits.shape)}"
-        )
+        raise ValueError(f"PAD metrics need 2 classes (bona fide vs attack), got logits of shape {tuple(logits.shape)}")
     is_bona = target == bona_fide_class
     if threshold is None:
         accepted = logits.argmax(dim=1) == bona_fide_class

@@ -15,9 +15,7 @@ import numpy as np
 from mmrobust.subsets import all_subsets, subset_name
 
 
-def heatmap(
-    summary: Mapping[str, Mapping[str, Any]], modalities: Sequence[str], metric: str, path: Path
-) -> Path:
+def heatmap(summary: Mapping[str, Mapping[str, Any]], modalities: Sequence[str], metric: str, path: Path) -> Path:
     """Save a PNG heatmap of ``summary[method][subset] = (mean, std, n)`` (percent) and return its path."""
     methods = list(summary)
     subsets = [subset_name(s, modalities) for s in all_subsets(len(modalities))]

@@ -87,9 +87,7 @@ def fmt(cell: tuple[float, float, int] | None, decimals: int = 2) -> str:
     return f"{mean:.{decimals}f} ± {std:.{decimals}f}" if n > 1 else f"{mean:.{decimals}f}"
 
 
-def table_cells(
-    rows: Sequence[Row], modalities: Sequence[str], metric: str
-) -> tuple[list[str], list[list[str]]]:
+def table_cells(rows: Sequence[Row], modalities: Sequence[str], metric: str) -> tuple[list[str], list[list[str]]]:
     """Header and body cells of one metric's table."""
     data = summary(rows, modalities, metric)
     methods = list(data)
@@ -111,9 +109,7 @@ def markdown(rows: Sequence[Row], modalities: Sequence[str], metrics: Sequence[s
         seeds = len({(r["method"], r["seed"]) for r in rows}) // max(len({r["method"] for r in rows}), 1)
         note = f" — mean ± std over {seeds} seeds" if seeds > 1 else ""
         lines = [f"### {METRIC_TITLES.get(metric, metric)}{note}", "", "| " + " | ".join(header) + " |"]
-        lines.append(
-            "|" + "|".join([":-:"] * len(modalities) + ["--:"] * (len(header) - len(modalities))) + "|"
-        )
+        lines.append("|" + "|".join([":-:"] * len(modalities) + ["--:"] * (len(header) - len(modalities))) + "|")
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
@@ -128,9 +124,7 @@ def latex(rows: Sequence[Row], modalities: Sequence[str], metrics: Sequence[str]
         lines.append(" & ".join(_tex(h) for h in header) + " \\\\")
         lines.append("\\midrule")
         for cells in body:
-            cells = [
-                c.replace("●", "$\\bullet$").replace("○", "$\\circ$").replace("±", "$\\pm$") for c in cells
-            ]
+            cells = [c.replace("●", "$\\bullet$").replace("○", "$\\circ$").replace("±", "$\\pm$") for c in cells]
             if cells[0] in ("Average", "Worst"):
                 lines.append("\\midrule" if cells[0] == "Average" else "")
                 cells = [f"\\multicolumn{{{len(modalities)}}}{{c}}{{{cells[0]}}}", *cells[len(modalities) :]]
@@ -166,10 +160,7 @@ def write_report(
     out_dir = Path(out_dir)
     metrics = metrics_of(rows)
     summaries = {
-        m: {
-            meth: {k: list(v) for k, v in cells.items()}
-            for meth, cells in summary(rows, modalities, m).items()
-        }
+        m: {meth: {k: list(v) for k, v in cells.items()} for meth, cells in summary(rows, modalities, m).items()}
         for m in metrics
     }
     paths = {
@@ -204,6 +195,4 @@ def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
 
 def subset_order(names: Iterable[str], modalities: Sequence[str]) -> list[str]:
     """Sort subset names in the papers' order (by size, then bitmask)."""
-    return sorted(
-        names, key=lambda n: (subset_from_names(n, modalities).bit_count(), subset_from_names(n, modalities))
-    )
+    return sorted(names, key=lambda n: (subset_from_names(n, modalities).bit_count(), subset_from_names(n, modalities)))

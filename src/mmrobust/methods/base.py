@@ -52,9 +52,7 @@ class EpochContext:
 class Method(nn.Module):
     """Base class. Subclasses implement ``forward``; the hooks are optional."""
 
-    def forward(
-        self, model: MultimodalModel, batch: Batch, state: TrainState
-    ) -> StepOutput:  # pragma: no cover
+    def forward(self, model: MultimodalModel, batch: Batch, state: TrainState) -> StepOutput:  # pragma: no cover
         raise NotImplementedError
 
     def after_backward(self, model: MultimodalModel, state: TrainState) -> None:

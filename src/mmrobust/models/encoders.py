@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -13,15 +14,13 @@ from mmrobust.registry import Registry
 ENCODERS: Registry[nn.Module] = Registry("encoder")
 
 
-def mlp(
-    sizes: list[int], norm: str = "none", dropout: float = 0.0, last_activation: bool = True
-) -> nn.Sequential:
+def mlp(sizes: list[int], norm: str = "none", dropout: float = 0.0, last_activation: bool = True) -> nn.Sequential:
     """Linear layers ``sizes[0] -> ... -> sizes[-1]`` with ReLU (and optional LayerNorm/BatchNorm, dropout)."""
     norms = {"none": None, "layer": nn.LayerNorm, "batch": nn.BatchNorm1d}
     if norm not in norms:
         raise ValueError(f"unknown norm {norm!r}; valid norms: {list(norms)}")
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2 or last_activation:
             if norms[norm] is not None:

@@ -102,9 +102,7 @@ def build_model(
     overrides = dict(config.get("encoders") or {})
     stray = set(overrides) - set(modalities)
     if stray:
-        raise ConfigError(
-            f"model.encoders: {sorted(stray)} are not modalities of this dataset {list(modalities)}"
-        )
+        raise ConfigError(f"model.encoders: {sorted(stray)} are not modalities of this dataset {list(modalities)}")
     encoders = nn.ModuleDict()
     for m in modalities:
         spec = dict(overrides.get(m) or config.get("encoder") or {})
@@ -119,9 +117,7 @@ def build_model(
         feature_shapes=[feature_shapes[m] for m in modalities],
     )
     neck_spec = dict(config.get("neck") or {"name": "identity"})
-    neck = NECKS.build(
-        _name(neck_spec, "model.neck"), neck_spec, where="model.neck", in_features=fusion.out_features
-    )
+    neck = NECKS.build(_name(neck_spec, "model.neck"), neck_spec, where="model.neck", in_features=fusion.out_features)
     head_spec = dict(config.get("head") or {"name": "linear"})
     head = HEADS.build(
         _name(head_spec, "model.head"),

@@ -215,8 +215,6 @@ def load_pretrained(model: nn.Module, path: str | Path, *, strict: bool = False)
         else:
             skipped.append(key)
     if strict and (skipped or set(target) - set(loaded)):
-        raise ValueError(
-            f"{path}: unmatched keys {skipped[:5]} / missing {sorted(set(target) - set(loaded))[:5]}"
-        )
+        raise ValueError(f"{path}: unmatched keys {skipped[:5]} / missing {sorted(set(target) - set(loaded))[:5]}")
     model.load_state_dict(loaded, strict=False)
     return sorted(loaded)

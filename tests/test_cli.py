@@ -1,0 +1,118 @@
+"""The real ``mmrobust`` command line, end to end, in subprocesses."""
+
+import json
+import subprocess
+
+import torch
+
+from mmrobust.engine.checkpoint import load_checkpoint
+from tests.conftest import MMROBUST
+
+TINY = [
+    "dataset=synthetic",
+    "dataset.samples_per_split=[128,64,64]",
+    "dataset.dim=6",
+    "dataset.num_classes=3",
+    "model.encoder.hidden=[16]",
+    "model.encoder.out_features=8",
+    "model.fusion.out_features=12",
+    "trainer.batch_size=16",
+    "trainer.max_epochs=2",
+    "trainer.progress=false",
+    "trainer.tensorboard=false",
+]
+
+
+def mmrobust(args, env, timeout=240):
+    return subprocess.run([*MMROBUST, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_train_eval_and_report(tmp_path, cli_env):
+    runs = []
+    for seed in (0, 1):
+        run_dir = tmp_path / f"md{seed}"
+        out = mmrobust(["train", *TINY, f"seed={seed}", f"hydra.run.dir={run_dir}"], cli_env)
+        assert out.returncode == 0, out.stderr
+        assert "| ● | ● | ● |" in out.stdout and "Average" in out.stdout and "Worst" in out.stdout
+        runs.append(run_dir)
+    results = json.loads((runs[0] / "results.json").read_text())
+    assert list(results["metrics"]["test"]) == ["a", "b", "c", "a+b", "a+c", "b+c", "a+b+c"]
+    assert results["config"]["trainer"]["max_epochs"] == 2  # the resolved config travels with the results
+
+    out = mmrobust(["eval", str(runs[0])], cli_env)
+    assert out.returncode == 0, out.stderr
+    again = json.loads((runs[0] / "eval_test/results.json").read_text())
+    assert again["metrics"]["test"] == results["metrics"]["test"]  # evaluation is reproducible from the run dir
+
+    out = mmrobust(["eval", str(runs[0] / "checkpoints/best.ckpt"), "--out", str(tmp_path / "ckpt_eval")], cli_env)
+    assert out.returncode == 0, out.stderr
+
+    out = mmrobust(["report", str(tmp_path / "md0"), str(tmp_path / "md1"), "--out", str(tmp_path / "report")], cli_env)
+    assert out.returncode == 0, out.stderr
+    assert "mean ± std over 2 seeds" in out.stdout and " ± " in out.stdout
+    for ext in ("md", "csv", "json", "tex"):
+        assert (tmp_path / f"report/report.{ext}").is_file()
+    assert (tmp_path / "report/report_heatmap.png").stat().st_size > 1000
+
+
+def test_multirun_sweep_with_customized_runner(tmp_path, cli_env):
+    sweep = tmp_path / "sweep"
+    out = mmrobust(
+        [
+            "train",
+            "--multirun",
+            *TINY,
+            "method=customized,full",
+            "trainer.max_epochs=1",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cli_env,
+    )
+    assert out.returncode == 0, out.stderr
+    custom = json.loads((sweep / "customized/seed0/results.json").read_text())
+    assert len(custom["metrics"]["test"]) == 7
+    assert len(list((sweep / "customized/seed0/subsets").glob("*/checkpoints/best.ckpt"))) == 7
+    out = mmrobust(["report", str(sweep)], cli_env)
+    assert out.returncode == 0, out.stderr
+    assert "| a | b | c | customized | full |" in out.stdout or "| a | b | c | full | customized |" in out.stdout
+
+
+def test_user_errors_are_one_clear_line(tmp_path, cli_env):
+    cases = {
+        "method=nope": "Could not find 'method/nope'",
+        "+method.alpha=3": "method.alpha: unknown key; accepted keys: distribution",
+        "trainer.max_epochs=many": "trainer.max_epochs",
+        "model.encoder.name=vit": "valid encoder names: mlp, resnet",
+        "trainer.batch_size=100000": "trainer.batch_size: 100000 is larger than the training split",
+    }
+    for override, message in cases.items():
+        out = mmrobust(["train", *TINY, override, f"hydra.run.dir={tmp_path / 'x'}"], cli_env)
+        assert out.returncode != 0, override
+        assert message in out.stderr, (override, out.stderr)
+        assert "Traceback" not in out.stderr, (override, out.stderr)
+    out = mmrobust(
+        ["data", "check", "dataset=manifest", f"dataset.root={tmp_path}", "dataset.modalities=[rgb]"], cli_env
+    )
+    assert out.returncode == 2 and "manifest file" in out.stderr and "expected layout" in out.stderr
+
+
+def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path, cli_env):
+    common = [*TINY, "trainer.optimizer.name=sgd", "trainer.optimizer.lr=0.05", "trainer.scheduler.name=none"]
+    single = mmrobust(["train", *common, f"hydra.run.dir={tmp_path / 'one'}"], cli_env)
+    assert single.returncode == 0, single.stderr
+    ddp = mmrobust(
+        ["train", *common, "trainer.devices=2", "trainer.strategy=ddp", f"hydra.run.dir={tmp_path / 'two'}"],
+        cli_env,
+        timeout=300,
+    )
+    assert ddp.returncode == 0, ddp.stderr
+    a = load_checkpoint(tmp_path / "one/checkpoints/last.ckpt")
+    b = load_checkpoint(tmp_path / "two/checkpoints/last.ckpt")
+    assert a["step"] == b["step"] == 16  # 128 samples / global batch 16 × 2 epochs
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-4, atol=1e-5, msg=key)
+    ra = json.loads((tmp_path / "one/results.json").read_text())["metrics"]["test"]
+    rb = json.loads((tmp_path / "two/results.json").read_text())["metrics"]["test"]
+    assert ra.keys() == rb.keys()
+    for s in ra:
+        assert abs(ra[s]["accuracy"] - rb[s]["accuracy"]) <= 1 / 64 + 1e-9

@@ -1,0 +1,75 @@
+"""Contract tests over the method registry: every method must satisfy these."""
+
+import pytest
+import torch
+
+from mmrobust.data.missing import UniformSubsets
+from mmrobust.methods import METHODS, TrainState
+from mmrobust.methods.modality_dropout import ModalityDropout
+from mmrobust.subsets import masks_to_subsets
+from tests.conftest import batch_of, tiny_dataset, tiny_model
+
+NAMES = METHODS.names()
+
+
+def build(name, ds):
+    return METHODS.build(name, {}, modalities=ds.modalities)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_finite_scalar_loss_and_gradients_reach_every_encoder(name):
+    ds = tiny_dataset()
+    model, method = tiny_model(ds), build(name, ds)
+    step = method(model, batch_of(ds, 32), TrainState(seed=0))
+    assert step.loss.dim() == 0 and torch.isfinite(step.loss)
+    assert step.output is not None and step.output.shape == (32, 3)
+    step.loss.backward()
+    for m, enc in model.encoders.items():
+        grads = [p.grad for p in enc.parameters()]
+        assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads), m
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_works_when_a_modality_is_absent_for_the_whole_batch(name):
+    ds = tiny_dataset()
+    model, method = tiny_model(ds), build(name, ds)
+    batch = batch_of(ds, 16).restrict(0b011)
+    step = method(model, batch, TrainState(seed=0))
+    step.loss.backward()
+    assert torch.isfinite(step.loss)
+    assert all(p.grad is None for p in model.encoders["c"].parameters())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_deterministic_under_a_seed(name):
+    ds = tiny_dataset()
+    losses = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        model, method = tiny_model(ds), build(name, ds)
+        losses.append(method(model, batch_of(ds, 16), TrainState(seed=5, epoch=2)).loss)
+    assert torch.equal(losses[0], losses[1])
+
+
+def test_modality_dropout_keeps_a_nonempty_subset_of_what_the_sample_has():
+    ds = tiny_dataset(missing_rate=0.4, samples_per_split=[256, 8, 8])
+    method = ModalityDropout(ds.modalities)
+    batch = batch_of(ds, 256)
+    dropped = method.drop(batch, TrainState(seed=1, epoch=0))
+    assert torch.all(dropped.present <= batch.present)
+    assert torch.all(dropped.present.any(dim=1))
+    assert torch.all(dropped.inputs["a"][~dropped.present[:, 0]] == 0)
+    # with complete data every one of the 7 subsets is drawn, roughly uniformly
+    full = batch_of(tiny_dataset(samples_per_split=[700, 8, 8]), 700)
+    counts = torch.bincount(masks_to_subsets(method.drop(full, TrainState(seed=1)).present), minlength=8)[1:]
+    assert counts.min() > 60 and counts.max() < 140
+
+
+def test_modality_dropout_changes_draws_across_epochs_but_not_repeats():
+    ds = tiny_dataset()
+    method = ModalityDropout(ds.modalities)
+    batch = batch_of(ds, 64)
+    e0 = method.drop(batch, TrainState(seed=0, epoch=0)).present
+    assert torch.equal(e0, method.drop(batch, TrainState(seed=0, epoch=0)).present)
+    assert not torch.equal(e0, method.drop(batch, TrainState(seed=0, epoch=1)).present)
+    assert isinstance(method.policy, UniformSubsets)
