@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
+from lightning.fabric import Fabric
 
 from mmrobust.data import DATASETS, Collate
+from mmrobust.methods import MethodContext
 from mmrobust.models import build_model
 
 MLP = {
@@ -30,15 +34,17 @@ SURF_TINY = {
 }
 
 
+TINY_SPEC = {
+    "modalities": ["a", "b", "c"],
+    "snr": [2.0, 1.0, 0.5],
+    "num_classes": 3,
+    "dim": 6,
+    "samples_per_split": [64, 32, 32],
+}
+
+
 def tiny_dataset(split: str = "train", **overrides):
-    spec = {
-        "modalities": ["a", "b", "c"],
-        "snr": [2.0, 1.0, 0.5],
-        "num_classes": 3,
-        "dim": 6,
-        "samples_per_split": [64, 32, 32],
-    } | overrides
-    return DATASETS.build("synthetic", {**spec, "split": split})
+    return DATASETS.build("synthetic", {**TINY_SPEC, **overrides, "split": split})
 
 
 def batch_of(dataset, n: int = 8, start: int = 0):
@@ -48,6 +54,30 @@ def batch_of(dataset, n: int = 8, start: int = 0):
 def tiny_model(dataset, config=None):
     torch.manual_seed(0)
     return build_model(config or MLP, dataset.modalities, dataset.shapes, dataset.num_classes)
+
+
+def method_context(dataset_overrides=None, model_config=None, run_dir=None, max_epochs: int = 1) -> MethodContext:
+    """A real MethodContext on tiny synthetic data: ``fit`` trains sub-models with the real trainer."""
+    from mmrobust.experiment import Data, fit_submodel, to_run_config
+
+    overrides = dataset_overrides or {}
+    data = Data(*(tiny_dataset(s, **overrides) for s in ("train", "val", "test")))
+    model_config = model_config or MLP
+    cfg = to_run_config(
+        {
+            "dataset": {"name": "synthetic", **TINY_SPEC, **overrides},
+            "model": model_config,
+            "trainer": {"max_epochs": max_epochs, "batch_size": 16, "progress": False, "tensorboard": False},
+        }
+    )
+    run_dir = Path(run_dir or tempfile.mkdtemp(prefix="mmrobust-ctx-"))
+    return MethodContext(
+        modalities=data.modalities,
+        num_classes=data.train.num_classes,
+        build_model=lambda: tiny_model(data.train, model_config),
+        fit=partial(fit_submodel, cfg, Fabric(accelerator="cpu", devices=1), data, run_dir, {}),
+        run_dir=run_dir,
+    )
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from mmrobust.experiment import build_data, to_run_config
 from mmrobust.methods import METHODS
 from mmrobust.models import build_model
 from mmrobust.runners import RUNNERS
+from tests.conftest import method_context
 
 CONFIGS = Path(__file__).resolve().parents[1] / "src/mmrobust/configs"
 
@@ -18,7 +19,12 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
 
 
-DATA_MODEL = [("uci_mfeat", "mlp"), ("uci_mfeat", "mlp_sum"), ("synthetic", "mlp"), ("synthetic_faces", "surf_baseline")]
+DATA_MODEL = [
+    ("uci_mfeat", "mlp"),
+    ("uci_mfeat", "mlp_sum"),
+    ("synthetic", "mlp"),
+    ("synthetic_faces", "surf_baseline"),
+]
 
 
 def test_every_dataset_and_model_config_is_covered():
@@ -38,7 +44,7 @@ def test_dataset_and_model_configs_build(dataset, model):
 def test_method_configs_build(method):
     cfg = to_run_config(compose_config([f"method={method}", "dataset=synthetic"]))
     spec = {k: v for k, v in cfg.method.items() if k not in ("name", "label", "runner")}
-    METHODS.build(cfg.method["name"], spec, where="method", modalities=("a", "b", "c"))
+    METHODS.build(cfg.method["name"], spec, where="method", context=method_context())
     assert len(RUNNERS.get(cfg.method.get("runner", "single"))(("a", "b", "c"))) in (1, 7)
 
 

@@ -7,19 +7,23 @@ from mmrobust.data.missing import UniformSubsets
 from mmrobust.methods import METHODS, TrainState
 from mmrobust.methods.modality_dropout import ModalityDropout
 from mmrobust.subsets import masks_to_subsets
-from tests.conftest import batch_of, tiny_dataset, tiny_model
+from tests.conftest import batch_of, method_context, tiny_dataset, tiny_model
 
 NAMES = METHODS.names()
 
 
-def build(name, ds):
-    return METHODS.build(name, {}, modalities=ds.modalities)
+def build(name, ds, model):
+    """Build a method with its default config and prepare it for ``model`` (teachers are really trained)."""
+    method = METHODS.build(name, {}, context=method_context())
+    method.prepare(model)
+    return method
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_finite_scalar_loss_and_gradients_reach_every_encoder(name):
     ds = tiny_dataset()
-    model, method = tiny_model(ds), build(name, ds)
+    model = tiny_model(ds)
+    method = build(name, ds, model)
     step = method(model, batch_of(ds, 32), TrainState(seed=0))
     assert step.loss.dim() == 0 and torch.isfinite(step.loss)
     assert step.output is not None and step.output.shape == (32, 3)
@@ -32,7 +36,8 @@ def test_finite_scalar_loss_and_gradients_reach_every_encoder(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_works_when_a_modality_is_absent_for_the_whole_batch(name):
     ds = tiny_dataset()
-    model, method = tiny_model(ds), build(name, ds)
+    model = tiny_model(ds)
+    method = build(name, ds, model)
     batch = batch_of(ds, 16).restrict(0b011)
     step = method(model, batch, TrainState(seed=0))
     step.loss.backward()
@@ -46,14 +51,16 @@ def test_deterministic_under_a_seed(name):
     losses = []
     for _ in range(2):
         torch.manual_seed(3)
-        model, method = tiny_model(ds), build(name, ds)
+        model = tiny_model(ds)
+        method = build(name, ds, model)
+        torch.manual_seed(4)
         losses.append(method(model, batch_of(ds, 16), TrainState(seed=5, epoch=2)).loss)
     assert torch.equal(losses[0], losses[1])
 
 
 def test_modality_dropout_keeps_a_nonempty_subset_of_what_the_sample_has():
     ds = tiny_dataset(missing_rate=0.4, samples_per_split=[256, 8, 8])
-    method = ModalityDropout(ds.modalities)
+    method = ModalityDropout(method_context())
     batch = batch_of(ds, 256)
     dropped = method.drop(batch, TrainState(seed=1, epoch=0))
     assert torch.all(dropped.present <= batch.present)
@@ -67,9 +74,20 @@ def test_modality_dropout_keeps_a_nonempty_subset_of_what_the_sample_has():
 
 def test_modality_dropout_changes_draws_across_epochs_but_not_repeats():
     ds = tiny_dataset()
-    method = ModalityDropout(ds.modalities)
+    method = ModalityDropout(method_context())
     batch = batch_of(ds, 64)
     e0 = method.drop(batch, TrainState(seed=0, epoch=0)).present
     assert torch.equal(e0, method.drop(batch, TrainState(seed=0, epoch=0)).present)
     assert not torch.equal(e0, method.drop(batch, TrainState(seed=0, epoch=1)).present)
     assert isinstance(method.policy, UniformSubsets)
+
+
+def test_a_frozen_submodule_of_a_method_gets_no_gradient():
+    """Contract for methods that own a frozen teacher: nothing reaches it."""
+    for name in NAMES:
+        ds = tiny_dataset()
+        model = tiny_model(ds)
+        method = build(name, ds, model)
+        frozen = [p for p in method.parameters() if not p.requires_grad]
+        method(model, batch_of(ds, 16), TrainState(seed=0, epoch=99)).loss.backward()
+        assert all(p.grad is None for p in frozen), name

@@ -20,8 +20,8 @@ class CrashOnce(ModalityDropout):
 
     armed = False
 
-    def __init__(self, modalities, crash_at_step: int = 0):
-        super().__init__(modalities)
+    def __init__(self, context, crash_at_step: int = 0):
+        super().__init__(context)
         self.crash_at_step = crash_at_step
 
     def forward(self, model, batch, state: TrainState):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,11 +21,11 @@ from mmrobust.config import RunConfig
 from mmrobust.data import DATASETS, MultimodalDataset
 from mmrobust.data.base import SPLITS
 from mmrobust.engine.checkpoint import load_checkpoint, write_json_atomic, write_text_atomic
-from mmrobust.engine.trainer import Trainer
+from mmrobust.engine.trainer import FitResult, Trainer
 from mmrobust.evaluation.evaluator import Predictions
 from mmrobust.evaluation.metrics import fit_threshold, subset_metrics
 from mmrobust.evaluation.report import result_rows, write_report
-from mmrobust.methods import METHODS
+from mmrobust.methods import METHODS, Method, MethodContext
 from mmrobust.models import build_model
 from mmrobust.models.multimodal import MultimodalModel
 from mmrobust.registry import ConfigError
@@ -122,28 +123,24 @@ def run(
     fits = {}
     for job in jobs:
         folder = run_dir / job.folder
+        provenance = {"config": resolved, "job": str(job.folder)}
         fabric.seed_everything(cfg.seed, verbose=False)
         model = build_job_model(cfg, data)
+        context = MethodContext(
+            modalities=data.modalities,
+            num_classes=data.train.num_classes,
+            build_model=lambda: build_job_model(cfg, data),
+            fit=partial(fit_submodel, cfg, fabric, data, folder, provenance),
+            run_dir=folder,
+        )
         method = METHODS.build(
             method_cfg["name"],
             {k: v for k, v in method_cfg.items() if k not in META_KEYS},
             where="method",
-            modalities=data.modalities,
+            context=context,
         )
-        loggers = loggers_for(folder, cfg.trainer.tensorboard) if fabric.is_global_zero else []
-        trainer = Trainer(
-            cfg.trainer,
-            fabric,
-            folder,
-            cfg.seed,
-            bona_fide_class=cfg.eval.bona_fide_class,
-            restrict_to=job.restrict_to,
-            provenance={"config": resolved, "job": str(job.folder)},
-            log_fn=log_to(loggers),
-        )
-        fit = trainer.fit(model, method, data.train, data.val, resume=cfg.resume)
-        for lg in loggers:
-            lg.finalize("success")
+        method.prepare(model)
+        trainer, fit = fit_model(cfg, fabric, data, folder, model, method, provenance, restrict_to=job.restrict_to)
         fits[str(job.folder)] = {"best_epoch": fit.best_epoch, "best_val_score": fit.best_score}
         model.load_state_dict(load_checkpoint(fit.best_path)["model"])
         for split in ("val", "test"):
@@ -152,6 +149,56 @@ def run(
     if fabric.is_global_zero:
         write_outputs(results, run_dir)
     return results
+
+
+def fit_model(
+    cfg: RunConfig,
+    fabric: Fabric,
+    data: Data,
+    folder: Path,
+    model: MultimodalModel,
+    method: Method,
+    provenance: dict[str, Any],
+    *,
+    restrict_to: int | None = None,
+    max_epochs: int | None = None,
+) -> tuple[Trainer, FitResult]:
+    """Train ``model`` with ``method`` into ``folder`` (checkpoints, logs); resumable with ``resume``."""
+    trainer_cfg = cfg.trainer if max_epochs is None else replace(cfg.trainer, max_epochs=max_epochs)
+    loggers = loggers_for(folder, cfg.trainer.tensorboard) if fabric.is_global_zero else []
+    trainer = Trainer(
+        trainer_cfg,
+        fabric,
+        folder,
+        cfg.seed,
+        bona_fide_class=cfg.eval.bona_fide_class,
+        restrict_to=restrict_to,
+        provenance=provenance,
+        log_fn=log_to(loggers),
+    )
+    fit = trainer.fit(model, method, data.train, data.val, resume=cfg.resume)
+    for logger in loggers:
+        logger.finalize("success")
+    return trainer, fit
+
+
+def fit_submodel(
+    cfg: RunConfig,
+    fabric: Fabric,
+    data: Data,
+    parent: Path,
+    provenance: dict[str, Any],
+    name: str,
+    model: MultimodalModel,
+    method: Method,
+    max_epochs: int | None = None,
+) -> Path:
+    """``MethodContext.fit``: train a helper model (teacher, pretrained encoder) in ``parent/name``."""
+    method.prepare(model)
+    _, fit = fit_model(
+        cfg, fabric, data, parent / name, model, method, provenance | {"submodel": name}, max_epochs=max_epochs
+    )
+    return fit.best_path
 
 
 def summarize(

@@ -1,6 +1,11 @@
-"""Training methods. Importing this package registers every method."""
+"""Training methods. Importing this package imports every module in it, which registers each method."""
 
-from mmrobust.methods import full, modality_dropout
-from mmrobust.methods.base import METHODS, EpochContext, Method, StepOutput, TrainState
+import importlib
+import pkgutil
 
-__all__ = ["METHODS", "EpochContext", "Method", "StepOutput", "TrainState", "full", "modality_dropout"]
+from mmrobust.methods.base import METHODS, EpochContext, Method, MethodContext, StepOutput, TrainState
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["METHODS", "EpochContext", "Method", "MethodContext", "StepOutput", "TrainState"]

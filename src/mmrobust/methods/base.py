@@ -7,7 +7,9 @@ with the run and never exported with the deployed model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -49,8 +51,35 @@ class EpochContext:
     run_dir: Any = None
 
 
+@dataclass
+class MethodContext:
+    """What a method may know about the run when it is built.
+
+    Attributes:
+        modalities: the modality order.
+        num_classes: number of classes of the task.
+        build_model: returns a fresh model of the run's architecture (e.g. for a teacher).
+        fit: ``fit(name, model, method, max_epochs=None) -> Path`` trains ``model`` with ``method`` on the
+            run's train/val splits in the sub-folder ``name`` of the run (resumable like the main model)
+            and returns its best checkpoint; used for teachers and pretrained encoders.
+        run_dir: the folder of the model being trained.
+    """
+
+    modalities: tuple[str, ...]
+    num_classes: int
+    build_model: Callable[[], MultimodalModel]
+    fit: Callable[..., Path]
+    run_dir: Path
+
+
 class Method(nn.Module):
-    """Base class. Subclasses implement ``forward``; the hooks are optional."""
+    """Base class. Subclasses implement ``forward``; the hooks are optional.
+
+    Constructors take ``context: MethodContext`` plus their config keys.
+    """
+
+    def prepare(self, model: MultimodalModel) -> None:
+        """Called once before training the deployment ``model`` (train or load a teacher, ...)."""
 
     def forward(self, model: MultimodalModel, batch: Batch, state: TrainState) -> StepOutput:  # pragma: no cover
         raise NotImplementedError

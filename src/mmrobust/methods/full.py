@@ -6,7 +6,7 @@ It is the complete-modality baseline and the MMANet teacher.
 from __future__ import annotations
 
 from mmrobust.batch import Batch
-from mmrobust.methods.base import METHODS, Method, StepOutput, TrainState, cross_entropy_step
+from mmrobust.methods.base import METHODS, Method, MethodContext, StepOutput, TrainState, cross_entropy_step
 from mmrobust.models.multimodal import MultimodalModel
 
 
@@ -14,7 +14,7 @@ from mmrobust.models.multimodal import MultimodalModel
 class Full(Method):
     """``L = CE`` on the batch as it comes from the data."""
 
-    def __init__(self, modalities: tuple[str, ...] = ()) -> None:
+    def __init__(self, context: MethodContext) -> None:
         super().__init__()
 
     def forward(self, model: MultimodalModel, batch: Batch, state: TrainState) -> StepOutput:

@@ -12,7 +12,7 @@ from typing import Any
 
 from mmrobust.batch import Batch
 from mmrobust.data.missing import SUBSET_POLICIES
-from mmrobust.methods.base import METHODS, Method, StepOutput, TrainState, cross_entropy_step
+from mmrobust.methods.base import METHODS, Method, MethodContext, StepOutput, TrainState, cross_entropy_step
 from mmrobust.models.multimodal import MultimodalModel
 
 
@@ -21,16 +21,16 @@ class ModalityDropout(Method):
     """Per-sample modality dropout.
 
     Args:
-        modalities: the modality order.
+        context: the run (modality order).
         distribution: ``{name: uniform}``, ``{name: independent, keep: 0.5 | [p_1, ..., p_M]}`` or
             ``{name: weighted, subsets: [rgb, rgb+depth], weights: [1, 2]}``.
     """
 
-    def __init__(self, modalities: tuple[str, ...], distribution: dict[str, Any] | None = None) -> None:
+    def __init__(self, context: MethodContext, distribution: dict[str, Any] | None = None) -> None:
         super().__init__()
         spec = dict(distribution or {"name": "uniform"})
         name = spec.pop("name", "uniform")
-        self.policy = SUBSET_POLICIES.build(name, spec, where="method.distribution", modalities=modalities)
+        self.policy = SUBSET_POLICIES.build(name, spec, where="method.distribution", modalities=context.modalities)
 
     def drop(self, batch: Batch, state: TrainState) -> Batch:
         """The batch with each sample's drawn subset applied (the draw depends on seed, epoch, index)."""

@@ -67,9 +67,10 @@ class Sum(nn.Module):
 @FUSIONS.register("concat_trunk")
 class ConcatTrunk(nn.Module):
     """The CASIA-SURF baseline fusion: concatenate per-modality maps along channels, then shared ResNet
-    stages (``layer3``, ``layer4`` by default), then global average pooling.
+    stages (``layer3``, ``layer4`` by default), then (``pool: true``) global average pooling.
 
-    Shape: M × [B, C, H, W] -> [B, C_out]. The first block of the first shared stage takes M·C channels.
+    Shape: M × [B, C, H, W] -> [B, C_out] (pooled) or [B, C_out, H', W'] (``pool: false``, the map that
+    map-level losses and necks use; the linear head pools it). The first shared block takes M·C channels.
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class ConcatTrunk(nn.Module):
         width: int = 64,
         se: bool = False,
         first_stage: str = "layer3",
+        pool: bool = True,
     ) -> None:
         super().__init__()
         if any(len(s) != 3 for s in feature_shapes):
@@ -87,7 +89,8 @@ class ConcatTrunk(nn.Module):
         in_channels = sum(s[0] for s in feature_shapes)
         self.trunk = nn.Sequential(*make_stages(depth, width, se, stages, in_channels).values())
         self.out_features = stage_channels(depth, width)["layer4"]
+        self.pool = pool
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         x = self.trunk(torch.cat(feats, dim=1))  # [B, C_out, H', W']
-        return x.mean(dim=(2, 3))
+        return x.mean(dim=(2, 3)) if self.pool else x

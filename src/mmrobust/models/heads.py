@@ -12,7 +12,10 @@ HEADS: Registry[nn.Module] = Registry("head")
 
 @HEADS.register("linear")
 class LinearHead(nn.Module):
-    """Optional dropout then a linear classifier. Shape: [B, D] -> [B, num_classes]."""
+    """Global average pooling of a feature map, optional dropout, a linear classifier.
+
+    Shape: [B, D] or [B, D, H, W] -> [B, num_classes].
+    """
 
     def __init__(self, in_features: int, num_classes: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -20,4 +23,6 @@ class LinearHead(nn.Module):
         self.fc = nn.Linear(in_features, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            x = x.mean(dim=(2, 3))  # [B, D, H, W] -> [B, D]
         return self.fc(self.dropout(x))
