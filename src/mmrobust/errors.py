@@ -30,5 +30,9 @@ def user_errors() -> Iterator[None]:
             DatasetLayoutError: "dataset error",
             NonFiniteLossError: "training stopped",
         }.get(type(error), "error")
-        print(f"mmrobust: {kind}: {error}", file=sys.stderr)
+        message = str(error)
+        if isinstance(error, OmegaConfBaseException):
+            first_line = str(getattr(error, "msg", error)).splitlines()[0]
+            kind, message = "config error", f"{getattr(error, 'full_key', '') or '?'}: {first_line}"
+        print(f"mmrobust: {kind}: {message}", file=sys.stderr)
         sys.exit(2)
