@@ -15,9 +15,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from mmrobust.batch import Batch
+    from mmrobust.models.multimodal import MultimodalModel
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -145,7 +149,8 @@ def wait_for_idle(max_wait_s: float, threshold: float = 0.25, window_s: float = 
         if waited >= max_wait_s:
             log(f"machine still busy after {waited:.0f} s (other processes use {other:.2f} cores); running anyway")
             return {"waited_s": waited, "idle": False, "other_cores": other}
-        log(f"waiting for the machine to go idle: other processes use {other:.2f} cores")
+        if round(waited / window_s) % 5 == 1:  # every ~10 s
+            log(f"waiting for the machine to go idle: other processes use {other:.2f} cores")
 
 
 def sync(device: str) -> None:
@@ -194,7 +199,8 @@ def machine_line(info: dict[str, Any]) -> str:
     return (
         f"{info['cpu_model']} (family/model/stepping {info['cpu_family_model_stepping']}), "
         f"{info['usable_cores']} cores, torch {info['torch']}, {info['torch_num_threads']} threads, "
-        f"device {info['device']}" + (f" ({info['cuda_device']})" if "cuda_device" in info else "")
+        f"device {info['device']}"
+        + (f" ({info['cuda_device']})" if "cuda_device" in info else "")
         + f", {info['date_utc']}"
     )
 
@@ -218,15 +224,15 @@ def surf_config(width: int) -> dict[str, Any]:
     else:  # installed without the source tree
         from importlib import resources
 
-        config = yaml.safe_load(
-            resources.files("mmrobust.configs.model").joinpath("surf_baseline.yaml").read_text()
-        )
+        config = yaml.safe_load(resources.files("mmrobust.configs.model").joinpath("surf_baseline.yaml").read_text())
     config["encoder"]["width"] = width
     config["fusion"]["width"] = width
     return config
 
 
-def surf_model_and_batch(width: int, batch_size: int, image_size: int = 112, seed: int = 0):  # noqa: ANN201
+def surf_model_and_batch(
+    width: int, batch_size: int, image_size: int = 112, seed: int = 0
+) -> tuple[MultimodalModel, Batch]:
     """A SURF-baseline model (3 modalities, 3×size×size each) and a random full-modality batch."""
     from mmrobust.batch import Batch
     from mmrobust.models import build_model
@@ -257,16 +263,14 @@ def add_common_args(parser: Any, name: str) -> None:
         type=float,
         default=None,
         help="wait up to this many seconds for other processes to stop using the CPU before measuring "
-        "(default 120; 0 with --quick)",
+        "(default 30 per configuration; 0 with --quick)",
     )
-    parser.add_argument(
-        "--out", default=str(RESULTS / f"{name}.json"), help="JSON results file (default: %(default)s)"
-    )
+    parser.add_argument("--out", default=str(RESULTS / f"{name}.json"), help="JSON results file (default: %(default)s)")
 
 
 def resolve_wait(args: Any) -> None:
     if args.wait_idle is None:
-        args.wait_idle = 0.0 if args.quick else 120.0
+        args.wait_idle = 0.0 if args.quick else 30.0
 
 
 def apply_threads(threads: int | None) -> None:

@@ -23,6 +23,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
 import torch
@@ -50,15 +51,11 @@ def stage_flops(model: MultimodalModel, batch: Batch) -> dict[str, int]:
     features = model.encode(batch)
     return {
         "encode_all_modalities": count_flops(lambda: model.encode(batch)),
-        "fuse_neck_head_one_subset": count_flops(
-            lambda: model.head(model.neck(model.fuse(features, batch.present)))
-        ),
+        "fuse_neck_head_one_subset": count_flops(lambda: model.head(model.neck(model.fuse(features, batch.present)))),
     }
 
 
-def bench_case(
-    name: str, model: MultimodalModel, batches: list[Batch], repeats: int, device: str
-) -> dict[str, Any]:
+def bench_case(name: str, model: MultimodalModel, batches: list[Batch], repeats: int, device: str) -> dict[str, Any]:
     model = model.to(device).eval()
     num_modalities = len(batches[0].modalities)
     subsets = all_subsets(num_modalities)
@@ -81,7 +78,7 @@ def bench_case(
         order = (True, False) if r % 2 == 0 else (False, True)
         for once in order:
             key = "encode_once" if once else "per_subset"
-            times[key] += C.time_calls(lambda o=once: run(o), repeats=1, warmup=0, device=device)
+            times[key] += C.time_calls(functools.partial(run, once), repeats=1, warmup=0, device=device)
     busy = C.contention(before, C.cpu_snapshot())
     stats = {k: C.summary(v) for k, v in times.items()}
     speedup = stats["per_subset"]["median_s"] / stats["encode_once"]["median_s"]
@@ -149,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     C.add_common_args(p, NAME)
     p.add_argument("--cases", nargs="+", default=["surf-w16", "surf-w64", "uci_mfeat"],
                    choices=["surf-w16", "surf-w64", "uci_mfeat"])  # fmt: skip
-    p.add_argument("--surf-samples", type=int, default=None, help="SURF samples evaluated (default 32; 4 quick)")
+    p.add_argument("--surf-samples", type=int, default=None, help="SURF samples evaluated (default 16; 4 quick)")
     p.add_argument("--surf-batch-size", type=int, default=16, help="SURF batch size (default 16)")
     p.add_argument("--image-size", type=int, default=None, help="SURF input size (default 112; 32 quick)")
     p.add_argument("--uci-batch-size", type=int, default=128, help="uci_mfeat batch size (default 128)")
@@ -157,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     C.resolve_wait(args)
-    args.surf_samples = args.surf_samples or (4 if args.quick else 32)
+    args.surf_samples = args.surf_samples or (4 if args.quick else 16)
     args.image_size = args.image_size or (32 if args.quick else 112)
     C.apply_threads(args.threads)
     info = C.machine_info(args.device)
@@ -206,8 +203,8 @@ def main(argv: list[str] | None = None) -> None:
         per_sample = r["batch_size"]
         print(
             f"- {r['case']}: FLOPs per sample: encoders (all modalities) "
-            f"{st['encode_all_modalities'] / per_sample / 1e9:.3f} GFLOP, fuse+neck+head per subset "
-            f"{st['fuse_neck_head_one_subset'] / per_sample / 1e9:.3f} GFLOP; "
+            f"{st['encode_all_modalities'] / per_sample / 1e6:.4g} MFLOP, fuse+neck+head per subset "
+            f"{st['fuse_neck_head_one_subset'] / per_sample / 1e6:.4g} MFLOP; "
             f"max |logit| {r['max_abs_logit']:.3g}"
         )
     path = C.write_json(args.out, {"benchmark": NAME, "machine": info, "args": vars(args), "results": results})
