@@ -64,3 +64,15 @@ def test_threshold_fixed_on_validation_separates_scores():
     t = fit_threshold(logits, target, 1)
     assert 0.55 < t <= 0.6 + 1e-6
     assert pad_metrics(logits, target, 1, t)["acer"] == 0.0
+
+
+def test_a_subset_absent_from_a_whole_batch_gives_logits_on_both_paths():
+    ds = tiny_dataset()
+    model = tiny_model(ds)
+    batch = batch_of(ds, 6).restrict(0b110)  # modality a is missing for every sample
+    fast = predict_subsets(model, [batch], [0b001, 0b011], encode_once=True)
+    slow = predict_subsets(model, [batch], [0b001, 0b011], encode_once=False)
+    for s in (0b001, 0b011):
+        torch.testing.assert_close(fast[s].logits, slow[s].logits)
+    # with nothing present the model sees all-zero features: every sample gets the same logits
+    assert torch.allclose(fast[0b001].logits, fast[0b001].logits[:1].expand(6, -1))

@@ -68,9 +68,10 @@ class MultimodalModel(nn.Module):
                 f = features[m]
                 keep = present[:, j].view(-1, *([1] * (f.dim() - 1))).to(f.dtype)
                 feats.append(f * keep)
-            else:
-                ref = next(iter(features.values()))
-                feats.append(ref.new_zeros(len(present), *self.feature_shapes[m]))
+            else:  # the encoder was skipped (absent from the whole batch): zero features of the recorded shape
+                ref = next(iter(features.values()), None)
+                like = ref if ref is not None else next(self.fusion.parameters(), present.float())
+                feats.append(like.new_zeros(len(present), *self.feature_shapes[m]))
         return self.fusion(feats)
 
     def neck(self, fused: torch.Tensor) -> torch.Tensor:
