@@ -6,8 +6,9 @@ run directory or one checkpoint (``mmrobust eval``).
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -96,6 +97,15 @@ def log_to(loggers: list[Any]) -> Callable[[dict[str, float], int], None]:
     return log
 
 
+def runner_jobs(method_cfg: dict[str, Any], modalities: tuple[str, ...]) -> list[Job]:
+    """The jobs of the method's runner; a runner with a ``method`` parameter also gets the method config
+    (e.g. the ``ordinary`` runner reads ``method.ordinary``)."""
+    runner = RUNNERS.get(method_cfg.get("runner", "single"))
+    if "method" in inspect.signature(runner).parameters:
+        return runner(modalities, method=method_cfg)
+    return runner(modalities)
+
+
 def build_job_model(cfg: RunConfig, data: Data) -> MultimodalModel:
     return build_model(cfg.model, data.modalities, data.train.shapes, data.train.num_classes)
 
@@ -114,7 +124,7 @@ def run(
     method_cfg = dict(cfg.method)
     if "name" not in method_cfg:
         raise ConfigError("method.name: required key is missing")
-    jobs = RUNNERS.get(method_cfg.get("runner", "single"))(data.modalities)
+    jobs = runner_jobs(method_cfg, data.modalities)
     METHODS.get(method_cfg["name"])  # fail on an unknown method before any training
     resolved = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
     if fabric.is_global_zero:
@@ -140,7 +150,9 @@ def run(
             context=context,
         )
         method.prepare(model)
-        trainer, fit = fit_model(cfg, fabric, data, folder, model, method, provenance, restrict_to=job.restrict_to)
+        trainer, fit = fit_model(
+            cfg, fabric, data, folder, model, method, provenance, restrict_to=job.restrict_to, select=job.subsets
+        )
         fits[str(job.folder)] = {"best_epoch": fit.best_epoch, "best_val_score": fit.best_score}
         model.load_state_dict(load_checkpoint(fit.best_path)["model"])
         for split in ("val", "test"):
@@ -162,9 +174,16 @@ def fit_model(
     *,
     restrict_to: int | None = None,
     max_epochs: int | None = None,
+    select: Sequence[int] | None = None,
 ) -> tuple[Trainer, FitResult]:
-    """Train ``model`` with ``method`` into ``folder`` (checkpoints, logs); resumable with ``resume``."""
+    """Train ``model`` with ``method`` into ``folder`` (checkpoints, logs); resumable with ``resume``.
+
+    ``select``: the subsets the model answers for (its job's); unless ``trainer.select_subsets`` is set, the
+    best epoch is selected on them (for the ``single`` runner: every subset, the default).
+    """
     trainer_cfg = cfg.trainer if max_epochs is None else replace(cfg.trainer, max_epochs=max_epochs)
+    if select is not None and not trainer_cfg.select_subsets:
+        trainer_cfg = replace(trainer_cfg, select_subsets=[subset_name(s, data.modalities) for s in select])
     loggers = loggers_for(folder, cfg.trainer.tensorboard) if fabric.is_global_zero else []
     trainer = Trainer(
         trainer_cfg,
@@ -192,11 +211,21 @@ def fit_submodel(
     model: MultimodalModel,
     method: Method,
     max_epochs: int | None = None,
+    restrict_to: int | None = None,
 ) -> Path:
-    """``MethodContext.fit``: train a helper model (teacher, pretrained encoder) in ``parent/name``."""
+    """``MethodContext.fit``: train a helper model (teacher, pretrained encoder) in ``parent/name``,
+    on the subset ``restrict_to`` only when given."""
     method.prepare(model)
     _, fit = fit_model(
-        cfg, fabric, data, parent / name, model, method, provenance | {"submodel": name}, max_epochs=max_epochs
+        cfg,
+        fabric,
+        data,
+        parent / name,
+        model,
+        method,
+        provenance | {"submodel": name},
+        restrict_to=restrict_to,
+        max_epochs=max_epochs,
     )
     return fit.best_path
 
@@ -264,7 +293,7 @@ def evaluate(path: str | Path, split: str = "test", out_dir: str | Path | None =
     cfg.trainer.devices, cfg.trainer.num_nodes, cfg.trainer.strategy = 1, 1, "auto"
     fabric = Fabric(accelerator=cfg.trainer.accelerator, devices=1, precision=cast(Any, cfg.trainer.precision))
     data = build_data(cfg.dataset)
-    jobs: list[Job] = RUNNERS.get(cfg.method.get("runner", "single"))(data.modalities)
+    jobs = runner_jobs(cfg.method, data.modalities)
     predictions: dict[str, dict[int, Predictions]] = {"val": {}, split: {}}
     for job in jobs:
         if ckpt_paths is not None and job.folder not in ckpt_paths:

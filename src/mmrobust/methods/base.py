@@ -59,9 +59,10 @@ class MethodContext:
         modalities: the modality order.
         num_classes: number of classes of the task.
         build_model: returns a fresh model of the run's architecture (e.g. for a teacher).
-        fit: ``fit(name, model, method, max_epochs=None) -> Path`` trains ``model`` with ``method`` on the
-            run's train/val splits in the sub-folder ``name`` of the run (resumable like the main model)
-            and returns its best checkpoint; used for teachers and pretrained encoders.
+        fit: ``fit(name, model, method, max_epochs=None, restrict_to=None) -> Path`` trains ``model`` with
+            ``method`` on the run's train/val splits in the sub-folder ``name`` of the run (resumable like the
+            main model) and returns its best checkpoint; used for teachers and pretrained encoders.
+            ``restrict_to`` (a subset bitmask) trains and selects on that subset only.
         run_dir: the folder of the model being trained.
     """
 
@@ -83,6 +84,12 @@ class Method(nn.Module):
 
     def forward(self, model: MultimodalModel, batch: Batch, state: TrainState) -> StepOutput:  # pragma: no cover
         raise NotImplementedError
+
+    def deployed_modalities(self) -> tuple[str, ...] | None:
+        """The modalities the trained model takes at deployment (only their encoders are trained);
+        None = every modality. Privileged-information methods (OS-MD, KD to an ordinary-modality student)
+        return the ordinary ones."""
+        return None
 
     def after_backward(self, model: MultimodalModel, state: TrainState) -> None:
         """Called after the backward pass, before clipping and the optimizer step (gradient modulation)."""
