@@ -4,6 +4,7 @@ mmrobust train [hydra overrides ...] [--multirun]    train + every-subset evalua
 mmrobust eval RUN_DIR|CHECKPOINT [--split test]      re-evaluate every subset
 mmrobust report DIR [DIR ...] [--out DIR]            aggregate runs (mean ± std over seeds)
 mmrobust data check [hydra overrides ...]            what is present, missing and expected
+mmrobust analyze dmrnet RUN [RUN ...] [--out DIR]    DMRNet figures: σ² per subset, D_channel, α sweep
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 
 from mmrobust.errors import user_errors
 
-COMMANDS = ("train", "eval", "report", "data")
+COMMANDS = ("train", "eval", "report", "data", "analyze")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -51,6 +52,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             from mmrobust.datacheck import check
 
             check(rest[1:])
+    elif command == "analyze":
+        with user_errors():
+            from mmrobust.analysis import main as analyze
+
+            analyze(rest)
     else:
         sys.exit(f"mmrobust: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}")
 
