@@ -1,0 +1,296 @@
+"""OS-MD: one-stage modality distillation (Wei, Luo & Luo, 2023) — a privileged modality at training only.
+
+Train with the ordinary modality ``x_o`` and the privileged ``x_p``; deploy with ``x_o`` only. ``prepare``
+pretrains (or loads) a model on the ordinary modality alone and one on the privileged modality alone,
+initializes φ_o and φ_s of the deployment network (:class:`~mmrobust.methods.osmd_model.OSMDEncoder`) from
+the first and keeps φ_p and its head f_p (the second, frozen). Then one stage of::
+
+    L = η L_TTL + α L_JDN + β L_CTN,   η = 1
+    L_TTL = CE(head(neck(fuse(φ_t(x_o)))), y)                    (the deployed path, x_o only)
+    L_JDN = MMD²(φ_s x_o, φ_p x_p) + KL(softmax f_p(φ_p x_p) ‖ softmax f_s(φ_s x_o))
+    L_CTN = MSE(T1 φ_s, T1 φ_o) + MSE(T2 φ_s, T2 φ_o)
+
+α, β by GradNorm (``balancing: gradnorm``): each auxiliary loss puts ``target_ratio`` (0.1) times the gradient
+norm of L_TTL on the shared representation φ_s(x_o) — one magnitude for both, an order below L_TTL — or
+fixed (``balancing: fixed``). f_s is a linear head on φ_s, trained with the KL term (training only).
+
+Ablations (paper Tables 4–5): ``transfer: none`` (−JDN), ``feature`` (−JDN+FKD: MSE(φ_s, φ_p)),
+``relation`` (−JDN+RKD: RKD(φ_s, φ_p)); ``translator: concat`` (−CTN), ``autoencoder`` (−CTN+AE).
+The translator is part of the deployed network: the model config's ``osmd`` encoders must name the same
+one (experiment configs write ``translator: ${method.translator}``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmrobust.batch import Batch
+from mmrobust.engine.gradnorm import GradNorm
+from mmrobust.losses.kd import hint_loss, rkd_loss
+from mmrobust.losses.mmd import jdn_loss
+from mmrobust.methods.base import METHODS, Method, MethodContext, StepOutput, TrainState
+from mmrobust.methods.osmd_model import TRANSLATORS, OSMDEncoder, OSMDParts, plain_model
+from mmrobust.methods.privileged import frozen, pretrained_model, resolve_roles
+from mmrobust.models.heads import LinearHead
+from mmrobust.models.multimodal import MultimodalModel
+from mmrobust.registry import ConfigError
+
+log = logging.getLogger(__name__)
+TASK_WEIGHTS = {"transfer": "alpha", "translation": "beta"}
+
+
+class JointDistribution(nn.Module):
+    """JDN: ``{mmd: MMD²(φ_s, φ_p), kl: KL(p_p ‖ softmax f_s(φ_s))}`` with the hallucination head f_s."""
+
+    def __init__(self, feature_shape: tuple[int, ...], num_classes: int, kernel_num: int, kernel_mul: float) -> None:
+        super().__init__()
+        self.head = LinearHead(feature_shape[0], num_classes)  # f_s (pools maps)
+        self.kernel_num, self.kernel_mul = kernel_num, kernel_mul
+
+    def forward(self, hallucinated: torch.Tensor, privileged: torch.Tensor, logits: torch.Tensor) -> dict[str, Any]:
+        mmd, kl = jdn_loss(hallucinated, privileged, self.head(hallucinated), logits, self.kernel_num, self.kernel_mul)
+        return {"mmd": mmd, "kl": kl}
+
+
+class FeatureTransfer(nn.Module):
+    """−JDN+FKD: ``{hint: MSE(φ_s, φ_p)}``."""
+
+    def forward(self, hallucinated: torch.Tensor, privileged: torch.Tensor, logits: torch.Tensor) -> dict[str, Any]:
+        return {"hint": hint_loss(hallucinated, privileged)}
+
+
+class RelationTransfer(nn.Module):
+    """−JDN+RKD: ``{rkd: RKD(φ_s, φ_p)}`` (distance and angle terms, Park et al. weights)."""
+
+    def forward(self, hallucinated: torch.Tensor, privileged: torch.Tensor, logits: torch.Tensor) -> dict[str, Any]:
+        return {"rkd": rkd_loss(hallucinated, privileged)}
+
+
+TRANSFERS = ("jdn", "feature", "relation", "none")
+
+
+@METHODS.register("osmd")
+class OSMD(Method):
+    """One-stage modality distillation; see the module docstring.
+
+    Args:
+        context: the run.
+        ordinary: deployed modalities (default: the first modality); each gets an OS-MD encoder.
+        privileged: the one training-only modality (default: the first modality that is not ordinary).
+        transfer: privileged knowledge transfer: ``jdn`` | ``feature`` | ``relation`` | ``none``.
+        translator: ``ctn`` | ``concat`` | ``autoencoder`` (must match the model's ``osmd`` encoders).
+        balancing: ``gradnorm`` | ``fixed``.
+        alpha, beta: the weights of L_JDN and L_CTN (fixed), or GradNorm's initial weights.
+        target_ratio: GradNorm's target gradient-norm ratio of each auxiliary loss to L_TTL.
+        asymmetry: GradNorm's exponent on the relative inverse training rate.
+        gradnorm_lr: GradNorm's step on the log-weights.
+        kernel_num, kernel_mul: the MMD kernels.
+        pretrain_epochs: epochs of the two pretrainings (default: trainer.max_epochs).
+        ordinary_checkpoint, privileged_checkpoint: load the pretrained models instead of training them
+            (checkpoints of models of this run's architecture with plain encoders, e.g. ``ordinary_only``
+            and ``full`` runs).
+    """
+
+    def __init__(
+        self,
+        context: MethodContext,
+        ordinary: list[str] | None = None,
+        privileged: list[str] | None = None,
+        transfer: str = "jdn",
+        translator: str = "ctn",
+        balancing: str = "gradnorm",
+        alpha: float = 0.1,
+        beta: float = 0.1,
+        target_ratio: float = 0.1,
+        asymmetry: float = 0.0,
+        gradnorm_lr: float = 0.025,
+        kernel_num: int = 5,
+        kernel_mul: float = 2.0,
+        pretrain_epochs: int | None = None,
+        ordinary_checkpoint: str | None = None,
+        privileged_checkpoint: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.roles = resolve_roles(context.modalities, ordinary, privileged)
+        if len(self.roles.privileged) != 1:
+            raise ConfigError(
+                f"method.privileged: osmd needs exactly one privileged modality, got {list(self.roles.privileged)}"
+            )
+        for key, value, valid in (
+            ("transfer", transfer, TRANSFERS),
+            ("balancing", balancing, ("gradnorm", "fixed")),
+            ("translator", translator, tuple(TRANSLATORS.names())),
+        ):
+            if value not in valid:
+                raise ConfigError(f"method.{key}: unknown value {value!r}; valid: {list(valid)}")
+        self.context = context
+        self.transfer_name, self.translator = transfer, translator
+        self.balancing, self.fixed = balancing, {"transfer": alpha, "translation": beta}
+        self.gradnorm = {"ratio": target_ratio, "asymmetry": asymmetry, "lr": gradnorm_lr}
+        self.kernels = (kernel_num, kernel_mul)
+        self.pretrain_epochs = pretrain_epochs
+        self.checkpoints = {"ordinary": ordinary_checkpoint, "privileged": privileged_checkpoint}
+        self.privileged_model: MultimodalModel | None = None
+        self.transfer: nn.Module | None = None
+        self.balancer: GradNorm | None = None
+        self.tasks: list[str] = []
+
+    def deployed_modalities(self) -> tuple[str, ...]:
+        return self.roles.ordinary
+
+    # ------------------------------------------------------------------------------------------ setup
+    def prepare(self, model: MultimodalModel) -> None:
+        roles, p = self.roles, self.roles.privileged[0]
+        for m in roles.ordinary:
+            encoder = model.encoders[m]
+            if not isinstance(encoder, OSMDEncoder):
+                log.warning(
+                    "model.encoders.%s is not an osmd encoder: wrapping it for this run; to re-evaluate "
+                    "the checkpoint with `mmrobust eval`, declare model.encoders.%s: {name: osmd, "
+                    "encoder: <its spec>, translator: %s}",
+                    m,
+                    m,
+                    self.translator,
+                )
+                model.encoders[m] = OSMDEncoder.around(encoder, model.feature_shapes[m], self.translator)
+            elif encoder.translator_name != self.translator:
+                raise ConfigError(
+                    f"method.translator is {self.translator!r} but model.encoders.{m} uses "
+                    f"{encoder.translator_name!r}; set translator: ${{method.translator}} in the model"
+                )
+        nets = {
+            role: pretrained_model(
+                self.context,
+                f"pretrain_{role}",
+                subset,
+                plain_model(self.context.build_model()),
+                self.checkpoints[role],
+                self.pretrain_epochs,
+            )
+            for role, subset in (("ordinary", roles.ordinary_subset), ("privileged", roles.privileged_subset))
+        }
+        for m in roles.ordinary:
+            model.encoders[m].load_pretrained(nets["ordinary"].encoders[m])  # type: ignore[operator]
+        self.privileged_model = frozen(nets["privileged"])  # type: ignore[assignment]
+        shape = nets["privileged"].feature_shapes[p]
+        if self.transfer_name in ("jdn", "feature") and any(model.feature_shapes[m] != shape for m in roles.ordinary):
+            raise ConfigError(
+                f"osmd transfer {self.transfer_name!r} compares φ_s(x_o) with φ_p(x_p): the encoders "
+                f"of {list(roles.ordinary)} and {p!r} need one feature shape, got "
+                f"{[model.feature_shapes[m] for m in roles.ordinary]} and {shape}"
+            )
+        self.transfer = self.build_transfer(shape)
+        translates = any(model.encoders[m].translator.has_loss for m in roles.ordinary)  # type: ignore[union-attr]
+        self.tasks = [t for t, on in (("transfer", self.transfer is not None), ("translation", translates)) if on]
+        if self.balancing == "gradnorm" and self.tasks:
+            g = self.gradnorm
+            self.balancer = GradNorm(
+                len(self.tasks),
+                [self.fixed[t] for t in self.tasks],
+                [g["ratio"]] * len(self.tasks),
+                g["asymmetry"],
+                g["lr"],
+            )
+
+    def build_transfer(self, feature_shape: tuple[int, ...]) -> nn.Module | None:
+        """The module of the configured transfer task (None for ``none``)."""
+        if self.transfer_name == "jdn":
+            return JointDistribution(feature_shape, self.context.num_classes, *self.kernels)
+        if self.transfer_name == "feature":
+            return FeatureTransfer()
+        if self.transfer_name == "relation":
+            return RelationTransfer()
+        return None
+
+    def train(self, mode: bool = True) -> OSMD:
+        super().train(mode)
+        if self.privileged_model is not None:
+            self.privileged_model.eval()  # frozen: BatchNorm keeps its pretrained statistics
+        return self
+
+    # --------------------------------------------------------------------------------------- training
+    def forward(self, model: MultimodalModel, batch: Batch, state: TrainState) -> StepOutput:
+        if self.privileged_model is None:
+            raise RuntimeError("osmd: call prepare(model) before training")
+        deployed = batch.restrict(self.roles.ordinary_subset)  # what the deployed model sees
+        keep = deployed.present.any(dim=1)  # [B]
+        if not bool(keep.any()):
+            raise ValueError("no sample of this batch has an ordinary modality; the deployed model has no input")
+        present = deployed.present.any(dim=0).tolist()
+        parts: dict[str, OSMDParts] = {
+            m: model.encoders[m].parts(deployed.inputs[m])  # type: ignore[operator]
+            for j, m in enumerate(model.modalities)
+            if m in self.roles.ordinary and present[j]
+        }
+        fused = model.fuse({m: part.output for m, part in parts.items()}, deployed.present)
+        logits = model.head(model.neck(fused))  # [B, C]
+        target_loss = F.cross_entropy(logits[keep], batch.target[keep])
+        terms = {"ce": target_loss.detach()}
+        aux = {}
+        if "transfer" in self.tasks:
+            aux["transfer"] = self.transfer_loss(model, parts, batch, terms)
+        if "translation" in self.tasks:
+            aux["translation"] = self.translation_loss(model, parts, deployed, terms)
+        weights = self.weights(aux, target_loss, [part.hallucinated for part in parts.values()], terms)
+        loss = target_loss + sum((weights[t] * aux[t] for t in self.tasks), torch.zeros_like(target_loss))
+        return StepOutput(loss=loss, terms=terms, output=logits)
+
+    def transfer_loss(
+        self, model: MultimodalModel, parts: dict[str, OSMDParts], batch: Batch, terms: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """The transfer loss between φ_s(x_o) and the frozen φ_p(x_p), on the samples that have both."""
+        assert self.privileged_model is not None and self.transfer is not None
+        net, p = self.privileged_model, self.roles.privileged[0]
+        jp = model.modalities.index(p)
+        losses = []
+        if bool(batch.present[:, jp].any()):
+            with torch.no_grad():
+                z_p = net.encoders[p](batch.inputs[p])  # φ_p(x_p) [B, *F]
+                only = torch.zeros_like(batch.present)
+                only[:, jp] = batch.present[:, jp]
+                logits_p = net.head(net.neck(net.fuse({p: z_p}, only)))  # f_p(φ_p(x_p)) [B, C]
+            for m, part in parts.items():
+                rows = batch.present[:, jp] & batch.present[:, model.modalities.index(m)]
+                if int(rows.sum()) >= 2:
+                    named = self.transfer(part.hallucinated[rows], z_p[rows], logits_p[rows])
+                    for k, v in named.items():
+                        terms[k] = terms.get(k, 0.0) + v.detach() / len(parts)
+                    losses.append(sum(named.values()))
+        total = torch.stack(losses).mean() if losses else torch.zeros((), device=batch.target.device)
+        terms["transfer"] = total.detach()
+        return total
+
+    def translation_loss(
+        self, model: MultimodalModel, parts: dict[str, OSMDParts], deployed: Batch, terms: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """``Σ_pairs MSE(translated, target)`` per ordinary modality, averaged over them."""
+        losses = []
+        for m, part in parts.items():
+            rows = deployed.present[:, model.modalities.index(m)]
+            losses.append(sum(F.mse_loss(a[rows], b[rows]) for a, b in part.translation.pairs))
+        total = torch.stack(losses).mean()  # type: ignore[arg-type]
+        terms["translation"] = total.detach()
+        return total
+
+    def weights(
+        self,
+        aux: dict[str, torch.Tensor],
+        target_loss: torch.Tensor,
+        shared: list[torch.Tensor],
+        terms: dict[str, torch.Tensor],
+    ) -> dict[str, torch.Tensor | float]:
+        """α, β for this step (fixed, or GradNorm's, which it then updates); logged as terms."""
+        weights: dict[str, torch.Tensor | float] = {t: self.fixed[t] for t in self.tasks}
+        if self.balancer is not None:
+            step = self.balancer([aux[t] for t in self.tasks], shared, anchor=target_loss)
+            weights = dict(zip(self.tasks, step.weights))
+            for t, ratio in zip(self.tasks, step.ratios):
+                terms[f"gradnorm_ratio_{t}"] = ratio.detach()
+        for t in self.tasks:
+            terms[TASK_WEIGHTS[t]] = torch.as_tensor(weights[t]).detach()
+        return weights

@@ -1,0 +1,202 @@
+"""Learning with a privileged modality: roles, the ``ordinary`` runner, the deployed network, helpers.
+
+A run declares its **ordinary** modalities (present at deployment) and its **privileged** ones (training
+only) in the method config, ``method.ordinary: [rgb]``, ``method.privileged: [depth]``; every other modality
+of the dataset is ignored. Defaults: ordinary = the first modality, privileged = the first modality that is
+not ordinary. The methods that use them (``osmd``, ``kd_*``, ``ordinary_only``) train a model that takes the
+ordinary modalities only:
+
+- the ``ordinary`` runner evaluates exactly the non-empty subsets of the ordinary modalities (one row for a
+  single ordinary modality), so neither the report nor ``mmrobust eval`` shows inputs the deployed model
+  never takes;
+- :func:`export_deployed` returns the deployed network as a module whose inputs are the ordinary
+  modalities only;
+- :func:`pretrained_model` trains (or loads) a model restricted to a subset, for teachers and pretrained
+  encoders, and :func:`frozen` freezes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmrobust.batch import Batch
+from mmrobust.engine.checkpoint import load_checkpoint
+from mmrobust.methods.base import METHODS, Method, MethodContext, StepOutput, TrainState
+from mmrobust.methods.full import Full
+from mmrobust.models.multimodal import MultimodalModel
+from mmrobust.registry import ConfigError
+from mmrobust.runners import RUNNERS, Job
+from mmrobust.subsets import all_subsets, subset_from_names
+
+
+@dataclass(frozen=True)
+class Roles:
+    """The ordinary and privileged modalities of a run and their bitmasks over the modality order."""
+
+    modalities: tuple[str, ...]
+    ordinary: tuple[str, ...]
+    privileged: tuple[str, ...]
+
+    @property
+    def ordinary_subset(self) -> int:
+        return subset_from_names(self.ordinary, self.modalities)
+
+    @property
+    def privileged_subset(self) -> int:
+        return subset_from_names(self.privileged, self.modalities)
+
+    def ordinary_subsets(self) -> list[int]:
+        """Every non-empty subset of the ordinary modalities (papers' order)."""
+        return [s for s in all_subsets(len(self.modalities)) if s & ~self.ordinary_subset == 0]
+
+
+def resolve_roles(
+    modalities: Sequence[str], ordinary: Sequence[str] | None = None, privileged: Sequence[str] | None = None
+) -> Roles:
+    """Validate the declared roles and fill the defaults (see the module docstring)."""
+    modalities = tuple(modalities)
+    ordinary = tuple(ordinary) if ordinary else modalities[:1]
+    if privileged is None:
+        privileged = tuple(m for m in modalities if m not in ordinary)[:1]
+    privileged = tuple(privileged)
+    for key, names in (("ordinary", ordinary), ("privileged", privileged)):
+        unknown = [m for m in names if m not in modalities]
+        if unknown:
+            raise ConfigError(f"method.{key}: unknown modalities {unknown}; valid modalities: {list(modalities)}")
+    if set(ordinary) & set(privileged):
+        raise ConfigError(f"method.ordinary {list(ordinary)} and method.privileged {list(privileged)} overlap")
+    return Roles(modalities, ordinary, privileged)
+
+
+@RUNNERS.register("ordinary")
+def ordinary_runner(modalities: tuple[str, ...], method: Mapping[str, Any] | None = None) -> list[Job]:
+    """One model, evaluated on the subsets of the ordinary modalities only (``method.ordinary``)."""
+    spec = method or {}
+    roles = resolve_roles(modalities, spec.get("ordinary"), spec.get("privileged"))
+    return [Job(tuple(roles.ordinary_subsets()), Path("."))]
+
+
+class DeployedModel(nn.Module):
+    """The deployment network of a model that takes the ordinary modalities only.
+
+    ``forward(*inputs)`` takes one tensor per ordinary modality, in ``modalities`` order, and returns the
+    logits; the features of the other modalities are zeros (absent), exactly as ``model.fuse`` does.
+    It holds (shares) the ordinary encoders, the fusion, the neck and the head — no privileged encoder.
+    """
+
+    def __init__(self, model: MultimodalModel, ordinary: Sequence[str]) -> None:
+        super().__init__()
+        self.modalities = tuple(ordinary)
+        self.encoders = nn.ModuleDict({m: model.encoders[m] for m in self.modalities})
+        self.fusion, self.neck, self.head = model.fusion, model.neck_module, model.head_module
+        self.order = model.modalities
+        self.feature_shapes = dict(model.feature_shapes)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if len(inputs) != len(self.modalities):
+            raise ValueError(
+                f"the deployed model takes {len(self.modalities)} inputs {list(self.modalities)}, got {len(inputs)}"
+            )
+        given = {m: self.encoders[m](x) for m, x in zip(self.modalities, inputs)}
+        batch = len(inputs[0])
+        ref = next(iter(given.values()))
+        feats = [given[m] if m in given else ref.new_zeros(batch, *self.feature_shapes[m]) for m in self.order]
+        return self.head(self.neck(self.fusion(feats)))  # [B, C]
+
+
+def export_deployed(model: MultimodalModel, ordinary: Sequence[str]) -> DeployedModel:
+    """The deployed network of ``model`` taking only the ``ordinary`` modalities (see :class:`DeployedModel`)."""
+    unknown = [m for m in ordinary if m not in model.modalities]
+    if unknown or not ordinary:
+        raise ValueError(f"ordinary modalities {list(ordinary)} are not modalities of the model {model.modalities}")
+    return DeployedModel(model, ordinary)
+
+
+def frozen(module: nn.Module) -> nn.Module:
+    """Freeze a module's parameters and put it in eval mode (a teacher, a pretrained privileged network)."""
+    module.requires_grad_(False)
+    return module.eval()
+
+
+def pretrained_model(
+    context: MethodContext,
+    name: str,
+    subset: int,
+    model: MultimodalModel,
+    checkpoint: str | None = None,
+    max_epochs: int | None = None,
+) -> MultimodalModel:
+    """Load ``model`` from ``checkpoint`` (its ``model`` entry) or train it with ``full`` restricted to
+    ``subset`` (trained and selected on that subset, in the run's sub-folder ``name``) and load the best."""
+    path = Path(checkpoint) if checkpoint else context.fit(name, model, Full(context), max_epochs, restrict_to=subset)
+    state = load_checkpoint(path)["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ConfigError(f"checkpoint {path} does not fit the {name} model of this run: {error}") from error
+    return model
+
+
+def restricted_cross_entropy(model: MultimodalModel, batch: Batch, subset: int) -> StepOutput:
+    """``CE`` of the model on the batch restricted to ``subset``, over the samples that keep a modality."""
+    restricted = batch.restrict(subset)
+    keep = restricted.present.any(dim=1)  # [B]
+    if not bool(keep.any()):
+        names = [m for j, m in enumerate(batch.modalities) if subset >> j & 1]
+        raise ValueError(f"no sample of this batch has any of the modalities {names}; the model has no input")
+    logits = model(restricted)  # [B, C]
+    loss = F.cross_entropy(logits[keep], restricted.target[keep])
+    return StepOutput(loss=loss, terms={"ce": loss.detach()}, output=logits)
+
+
+@METHODS.register("ordinary_only")
+class OrdinaryOnly(Method):
+    """The ordinary-modality baseline: ``L = CE`` on the batch restricted to the ordinary modalities.
+
+    Args:
+        context: the run.
+        ordinary: the deployed modalities (default: the first modality).
+        privileged: accepted for symmetry with the other privileged methods; unused.
+    """
+
+    def __init__(
+        self, context: MethodContext, ordinary: list[str] | None = None, privileged: list[str] | None = None
+    ) -> None:
+        super().__init__()
+        self.roles = resolve_roles(context.modalities, ordinary, privileged)
+
+    def deployed_modalities(self) -> tuple[str, ...]:
+        return self.roles.ordinary
+
+    def forward(self, model: MultimodalModel, batch: Batch, state: TrainState) -> StepOutput:
+        return restricted_cross_entropy(model, batch, self.roles.ordinary_subset)
+
+
+@METHODS.register("complete")
+class Complete(Method):
+    """The complete-modality model of the declared roles: ``L = CE`` on the batch restricted to the
+    ordinary and privileged modalities (the KD teacher; not deployable without the privileged sensor).
+
+    Args:
+        context: the run.
+        ordinary, privileged: the roles (defaults as :func:`resolve_roles`).
+    """
+
+    def __init__(
+        self, context: MethodContext, ordinary: list[str] | None = None, privileged: list[str] | None = None
+    ) -> None:
+        super().__init__()
+        self.roles = resolve_roles(context.modalities, ordinary, privileged)
+
+    def deployed_modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in self.roles.modalities if m in self.roles.ordinary + self.roles.privileged)
+
+    def forward(self, model: MultimodalModel, batch: Batch, state: TrainState) -> StepOutput:
+        return restricted_cross_entropy(model, batch, self.roles.ordinary_subset | self.roles.privileged_subset)

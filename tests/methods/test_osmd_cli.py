@@ -1,0 +1,55 @@
+"""OS-MD end to end through the real command line: train (pretraining included), report, re-evaluate."""
+
+import json
+import subprocess
+
+from mmrobust.engine.checkpoint import load_checkpoint
+from tests.conftest import MMROBUST
+
+TINY = [
+    "dataset=synthetic",
+    "dataset.modalities=[rgb,depth]",
+    "dataset.snr=[0.5,2.0]",
+    "dataset.samples_per_split=[128,64,64]",
+    "dataset.dim=6",
+    "dataset.num_classes=3",
+    "model.encoder.hidden=[16]",
+    "model.encoder.out_features=8",
+    "model.fusion.out_features=12",
+    "+model.encoders={rgb:{name:osmd,encoder:${model.encoder},translator:${method.translator}}}",
+    "method=osmd_ae",
+    "method.ordinary=[rgb]",
+    "method.privileged=[depth]",
+    "trainer.batch_size=16",
+    "trainer.max_epochs=1",
+    "trainer.progress=false",
+    "trainer.tensorboard=false",
+]
+
+
+def test_train_with_pretraining_then_eval_reports_ordinary_inputs_only(tmp_path, cli_env):
+    run_dir = tmp_path / "osmd"
+    out = subprocess.run(
+        [*MMROBUST, "train", *TINY, f"hydra.run.dir={run_dir}"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "| rgb | depth | osmd-CTN+AE |" in out.stdout and "| ● | ○ |" in out.stdout and "| ○ | ● |" not in out.stdout
+    for sub in ("pretrain_ordinary", "pretrain_privileged", "."):
+        assert (run_dir / sub / "checkpoints/best.ckpt").is_file(), sub
+    results = json.loads((run_dir / "results.json").read_text())
+    assert list(results["metrics"]["test"]) == ["rgb"]  # the deployed model is evaluated on rgb alone
+    assert results["config"]["model"]["encoders"]["rgb"]["translator"] == "autoencoder"  # resolved, rebuildable
+    history = json.loads((run_dir / "history.json").read_text())
+    assert {"train/alpha", "train/beta", "train/ce", "train/mmd", "train/translation"} <= set(history[-1])
+    best = load_checkpoint(run_dir / "checkpoints/best.ckpt")
+    assert any(k.startswith("encoders.rgb.hallucination_encoder.") for k in best["model"])  # deployed: φ_s ...
+    assert any(k.startswith("privileged_model.encoders.depth.") for k in best["method"])  # training-only: φ_p
+
+    out = subprocess.run([*MMROBUST, "eval", str(run_dir)], env=cli_env, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    again = json.loads((run_dir / "eval_test/results.json").read_text())
+    assert again["metrics"]["test"] == results["metrics"]["test"]
