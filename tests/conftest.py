@@ -90,3 +90,16 @@ def cli_env() -> dict[str, str]:
 
 
 MMROBUST = [sys.executable, "-m", "mmrobust"]
+# CLI overrides for a run of a few seconds: tiny synthetic data, tiny MLP model, 2 epochs.
+TINY_CLI = [
+    "dataset.samples_per_split=[128,64,64]",
+    "dataset.dim=6",
+    "dataset.num_classes=3",
+    "model.encoder.hidden=[16]",
+    "model.encoder.out_features=8",
+    "model.fusion.out_features=12",
+    "trainer.batch_size=16",
+    "trainer.max_epochs=2",
+    "trainer.progress=false",
+    "trainer.tensorboard=false",
+]

@@ -6,20 +6,11 @@ import subprocess
 import torch
 
 from mmrobust.engine.checkpoint import load_checkpoint
-from tests.conftest import MMROBUST
+from tests.conftest import MMROBUST, TINY_CLI
 
 TINY = [
     "dataset=synthetic",
-    "dataset.samples_per_split=[128,64,64]",
-    "dataset.dim=6",
-    "dataset.num_classes=3",
-    "model.encoder.hidden=[16]",
-    "model.encoder.out_features=8",
-    "model.fusion.out_features=12",
-    "trainer.batch_size=16",
-    "trainer.max_epochs=2",
-    "trainer.progress=false",
-    "trainer.tensorboard=false",
+    *TINY_CLI,
 ]
 
 

@@ -11,20 +11,11 @@ from mmrobust import api, cli
 from mmrobust.experiment import build_data, build_job_model, to_run_config
 from mmrobust.methods import METHODS
 from mmrobust.methods.dmrnet import SIGMA2_FILE
-from tests.conftest import MMROBUST, method_context
+from tests.conftest import MMROBUST, TINY_CLI, method_context
 
 CONFIGS = Path(__file__).resolve().parents[2] / "src/mmrobust/configs"
 TINY = [
-    "dataset.samples_per_split=[128,64,64]",
-    "dataset.dim=6",
-    "dataset.num_classes=3",
-    "model.encoder.hidden=[16]",
-    "model.encoder.out_features=8",
-    "model.fusion.out_features=12",
-    "trainer.batch_size=16",
-    "trainer.max_epochs=2",
-    "trainer.progress=false",
-    "trainer.tensorboard=false",
+    *TINY_CLI,
 ]
 
 

@@ -4,18 +4,13 @@ import json
 import subprocess
 
 from mmrobust.engine.checkpoint import load_checkpoint
-from tests.conftest import MMROBUST
+from tests.conftest import MMROBUST, TINY_CLI
 
 TINY = [
     "dataset=synthetic",
     "dataset.modalities=[rgb,depth]",
     "dataset.snr=[0.5,2.0]",
-    "dataset.samples_per_split=[128,64,64]",
-    "dataset.dim=6",
-    "dataset.num_classes=3",
-    "model.encoder.hidden=[16]",
-    "model.encoder.out_features=8",
-    "model.fusion.out_features=12",
+    *TINY_CLI[:6],
     "+model.encoders={rgb:{name:osmd,encoder:${model.encoder},translator:${method.translator}}}",
     "method=osmd_ae",
     "method.ordinary=[rgb]",

@@ -11,22 +11,13 @@ from mmrobust.evaluation.imbalance_plots import diagnostic_groups, plot_diagnost
 from mmrobust.experiment import run
 from mmrobust.methods import METHODS, EpochContext, TrainState
 from mmrobust.methods.diagnostics import ImbalanceDiagnostics
-from tests.conftest import MLP, MMROBUST, method_context, tiny_dataset, tiny_model
+from tests.conftest import MLP, MMROBUST, TINY_CLI, method_context, tiny_dataset, tiny_model
 
 TINY_TWO = [
     "dataset=synthetic",
     "dataset.modalities=[a,b]",
     "dataset.snr=[2.0,0.5]",
-    "dataset.samples_per_split=[128,64,64]",
-    "dataset.dim=6",
-    "dataset.num_classes=3",
-    "model.encoder.hidden=[16]",
-    "model.encoder.out_features=8",
-    "model.fusion.out_features=12",
-    "trainer.batch_size=16",
-    "trainer.max_epochs=2",
-    "trainer.progress=false",
-    "trainer.tensorboard=false",
+    *TINY_CLI,
 ]
 
 
