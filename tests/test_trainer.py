@@ -12,6 +12,7 @@ from mmrobust.engine.trainer import NonFiniteLossError
 from mmrobust.experiment import run
 from mmrobust.methods import METHODS, TrainState
 from mmrobust.methods.modality_dropout import ModalityDropout
+from mmrobust.registry import ConfigError
 from tests.conftest import MLP
 
 
@@ -145,3 +146,16 @@ def test_learning_rate_schedules():
     assert lr_factor(110, 10, 11, cos) == pytest.approx(0.0, abs=1e-12)
     step = SchedulerConfig(name="multistep", milestones=[2, 4], gamma=0.1)
     assert [lr_factor(s, 10, 6, step) for s in (0, 19, 20, 40)] == pytest.approx([1, 1, 0.1, 0.01])
+
+
+@pytest.mark.parametrize(
+    ("trainer", "message"),
+    [
+        ({"precision": "bad"}, r"trainer.accelerator/devices/num_nodes/strategy/precision .*bad"),
+        ({"strategy": "foo"}, r"trainer.accelerator/devices/num_nodes/strategy/precision .*foo"),
+        ({"select_metric": "acer"}, "trainer.select_metric=acer needs eval.bona_fide_class"),
+    ],
+)
+def test_trainer_settings_lightning_or_the_metrics_reject_name_the_keys(tmp_path, trainer, message):
+    with pytest.raises(ConfigError, match=message):
+        run(config({"name": "modality_dropout"}, epochs=1, **trainer), tmp_path)

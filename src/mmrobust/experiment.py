@@ -70,14 +70,21 @@ def method_label(method_cfg: dict[str, Any]) -> str:
 
 
 def make_fabric(cfg: RunConfig) -> Fabric:
+    """Fabric from the trainer config; Lightning's complaints about these keys become a ConfigError."""
     t = cfg.trainer
-    fabric = Fabric(
-        accelerator=t.accelerator,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy=t.strategy,
-        precision=cast(Any, t.precision),
-    )  # type: ignore[arg-type]
+    try:
+        fabric = Fabric(
+            accelerator=t.accelerator,
+            devices=t.devices,
+            num_nodes=t.num_nodes,
+            strategy=t.strategy,
+            precision=cast(Any, t.precision),
+        )
+    except (ValueError, RuntimeError) as error:
+        raise ConfigError(
+            f"trainer.accelerator/devices/num_nodes/strategy/precision "
+            f"({t.accelerator}/{t.devices}/{t.num_nodes}/{t.strategy}/{t.precision}): {error}"
+        ) from error
     fabric.launch()
     return fabric
 
@@ -291,7 +298,7 @@ def evaluate(path: str | Path, split: str = "test", out_dir: str | Path | None =
     if split not in SPLITS:
         raise ConfigError(f"split: expected one of {list(SPLITS)}, got {split!r}")
     cfg.trainer.devices, cfg.trainer.num_nodes, cfg.trainer.strategy = 1, 1, "auto"
-    fabric = Fabric(accelerator=cfg.trainer.accelerator, devices=1, precision=cast(Any, cfg.trainer.precision))
+    fabric = make_fabric(cfg)
     data = build_data(cfg.dataset)
     jobs = runner_jobs(cfg.method, data.modalities)
     predictions: dict[str, dict[int, Predictions]] = {"val": {}, split: {}}

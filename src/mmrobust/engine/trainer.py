@@ -35,7 +35,7 @@ from mmrobust.engine.checkpoint import load_checkpoint, save_atomic, write_json_
 from mmrobust.engine.optim import build_optimizer, build_schedule
 from mmrobust.engine.progress import progress_bar
 from mmrobust.evaluation.evaluator import Predictions, predict_subsets
-from mmrobust.evaluation.metrics import HIGHER_IS_BETTER, subset_metrics
+from mmrobust.evaluation.metrics import HIGHER_IS_BETTER, PAD_METRICS, subset_metrics
 from mmrobust.methods.base import EpochContext, Method, TrainState
 from mmrobust.models.multimodal import MultimodalModel
 from mmrobust.registry import ConfigError
@@ -178,6 +178,10 @@ class Trainer:
         if cfg.select_metric not in HIGHER_IS_BETTER:
             raise ConfigError(
                 f"trainer.select_metric: unknown metric {cfg.select_metric!r}; valid: {sorted(HIGHER_IS_BETTER)}"
+            )
+        if cfg.select_metric in PAD_METRICS and self.bona_fide_class is None:
+            raise ConfigError(
+                f"trainer.select_metric={cfg.select_metric} needs eval.bona_fide_class (the bona fide label)"
             )
         model.to(fabric.device)
         method.to(fabric.device)

@@ -19,6 +19,7 @@ import torch
 from torchmetrics.functional import accuracy, f1_score, stat_scores
 
 HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "apcer": False, "bpcer": False, "acer": False}
+PAD_METRICS = ("apcer", "bpcer", "acer")
 
 
 def classification_metrics(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -> dict[str, float]:

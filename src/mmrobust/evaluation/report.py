@@ -19,7 +19,8 @@ from typing import Any
 
 from mmrobust.engine.checkpoint import write_json_atomic, write_text_atomic
 from mmrobust.evaluation.metrics import HIGHER_IS_BETTER
-from mmrobust.subsets import all_subsets, dot_row, subset_from_names, subset_name
+from mmrobust.registry import ConfigError
+from mmrobust.subsets import all_subsets, dot_row, subset_name
 
 Row = dict[str, Any]
 METRIC_TITLES = {
@@ -187,12 +188,12 @@ def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     if not found:
         raise FileNotFoundError(f"no results.json under {[str(p) for p in paths]}")
     results = [json.loads(f.read_text()) for f in found]
-    modalities = {tuple(r["modalities"]) for r in results}
-    if len(modalities) > 1:
-        raise ValueError(f"results mix different modality sets {sorted(modalities)}; report them separately")
+    by_modalities: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    for f, r in zip(found, results):
+        by_modalities[tuple(r["modalities"])].append(str(f.parent))
+    if len(by_modalities) > 1:
+        groups = "; ".join(
+            f"{'+'.join(m)}: {dirs[0]}{' ...' if len(dirs) > 1 else ''}" for m, dirs in by_modalities.items()
+        )
+        raise ConfigError(f"the runs have different modality sets ({groups}); report each set separately")
     return results
-
-
-def subset_order(names: Iterable[str], modalities: Sequence[str]) -> list[str]:
-    """Sort subset names in the papers' order (by size, then bitmask)."""
-    return sorted(names, key=lambda n: (subset_from_names(n, modalities).bit_count(), subset_from_names(n, modalities)))
