@@ -156,33 +156,8 @@ def restricted_cross_entropy(model: MultimodalModel, batch: Batch, subset: int) 
     return StepOutput(loss=loss, terms={"ce": loss.detach()}, output=logits)
 
 
-@METHODS.register("ordinary_only")
-class OrdinaryOnly(Method):
-    """The ordinary-modality baseline: ``L = CE`` on the batch restricted to the ordinary modalities.
-
-    Args:
-        context: the run.
-        ordinary: the deployed modalities (default: the first modality).
-        privileged: accepted for symmetry with the other privileged methods; unused.
-    """
-
-    def __init__(
-        self, context: MethodContext, ordinary: list[str] | None = None, privileged: list[str] | None = None
-    ) -> None:
-        super().__init__()
-        self.roles = resolve_roles(context.modalities, ordinary, privileged)
-
-    def deployed_modalities(self) -> tuple[str, ...]:
-        return self.roles.ordinary
-
-    def forward(self, model: MultimodalModel, batch: Batch, state: TrainState) -> StepOutput:
-        return restricted_cross_entropy(model, batch, self.roles.ordinary_subset)
-
-
-@METHODS.register("complete")
-class Complete(Method):
-    """The complete-modality model of the declared roles: ``L = CE`` on the batch restricted to the
-    ordinary and privileged modalities (the KD teacher; not deployable without the privileged sensor).
+class RoleRestricted(Method):
+    """``L = CE`` on the batch restricted to the modalities of some roles; subclasses pick the roles.
 
     Args:
         context: the run.
@@ -195,8 +170,29 @@ class Complete(Method):
         super().__init__()
         self.roles = resolve_roles(context.modalities, ordinary, privileged)
 
+    def trained_subset(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def deployed_modalities(self) -> tuple[str, ...]:
-        return tuple(m for m in self.roles.modalities if m in self.roles.ordinary + self.roles.privileged)
+        subset = self.trained_subset()
+        return tuple(m for j, m in enumerate(self.roles.modalities) if subset >> j & 1)
 
     def forward(self, model: MultimodalModel, batch: Batch, state: TrainState) -> StepOutput:
-        return restricted_cross_entropy(model, batch, self.roles.ordinary_subset | self.roles.privileged_subset)
+        return restricted_cross_entropy(model, batch, self.trained_subset())
+
+
+@METHODS.register("ordinary_only")
+class OrdinaryOnly(RoleRestricted):
+    """The ordinary-modality baseline: trained and deployed on the ordinary modalities only."""
+
+    def trained_subset(self) -> int:
+        return self.roles.ordinary_subset
+
+
+@METHODS.register("complete")
+class Complete(RoleRestricted):
+    """The complete-modality model of the declared roles: ordinary and privileged modalities (the KD
+    teacher; not deployable without the privileged sensor)."""
+
+    def trained_subset(self) -> int:
+        return self.roles.ordinary_subset | self.roles.privileged_subset
