@@ -59,9 +59,11 @@ def tiny_model(dataset, config=None):
 def method_context(dataset_overrides=None, model_config=None, run_dir=None, max_epochs: int = 1) -> MethodContext:
     """A real MethodContext on tiny synthetic data: ``fit`` trains sub-models with the real trainer."""
     from mmrobust.experiment import Data, fit_submodel, to_run_config
+    from mmrobust.tasks import Classification
 
     overrides = dataset_overrides or {}
-    data = Data(*(tiny_dataset(s, **overrides) for s in ("train", "val", "test")))
+    splits = [tiny_dataset(s, **overrides) for s in ("train", "val", "test")]
+    data = Data(*splits, task=Classification(splits[0].num_classes))
     model_config = model_config or MLP
     cfg = to_run_config(
         {
@@ -77,6 +79,7 @@ def method_context(dataset_overrides=None, model_config=None, run_dir=None, max_
         build_model=lambda: tiny_model(data.train, model_config),
         fit=partial(fit_submodel, cfg, Fabric(accelerator="cpu", devices=1), data, run_dir, {}),
         run_dir=run_dir,
+        task=data.task,
     )
 
 

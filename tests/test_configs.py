@@ -24,18 +24,22 @@ DATA_MODEL = [
     ("uci_mfeat", "mlp_sum"),
     ("synthetic", "mlp"),
     ("synthetic_faces", "surf_baseline"),
+    ("synthetic_rgbd", "seg_small"),
+    ("synthetic_rgbd", "esanet_r18"),
+    ("synthetic_rgbd", "esanet_r34"),
 ]
+ROOTED = {"manifest", "nyuv2", "sunrgbd", "cityscapes"}  # need a root on disk: built in their loader tests
 
 
 def test_every_dataset_and_model_config_is_covered():
-    assert {d for d, _ in DATA_MODEL} | {"manifest"} == set(options("dataset"))
+    assert {d for d, _ in DATA_MODEL} | ROOTED == set(options("dataset"))
     assert {m for _, m in DATA_MODEL} == set(options("model"))
 
 
 @pytest.mark.parametrize(("dataset", "model"), DATA_MODEL)
 def test_dataset_and_model_configs_build(dataset, model):
     cfg = to_run_config(compose_config([f"dataset={dataset}", f"model={model}"]))
-    data = build_data(cfg.dataset)
+    data = build_data(cfg)
     net = build_model(cfg.model, data.modalities, data.train.shapes, data.train.num_classes)
     assert len(data.train) > len(data.val) > 0 and set(net.encoders) == set(data.modalities)
 

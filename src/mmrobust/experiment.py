@@ -18,13 +18,11 @@ from lightning.fabric import Fabric
 from lightning.fabric.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from mmrobust.config import RunConfig
+from mmrobust.config import RunConfig, validate_against_data, validate_run_config
 from mmrobust.data import DATASETS, MultimodalDataset
 from mmrobust.data.base import SPLITS
-from mmrobust.engine.checkpoint import load_checkpoint, write_json_atomic, write_text_atomic
+from mmrobust.engine.checkpoint import load_checkpoint, load_model_state, write_json_atomic, write_text_atomic
 from mmrobust.engine.trainer import FitResult, Trainer
-from mmrobust.evaluation.evaluator import Predictions
-from mmrobust.evaluation.metrics import fit_threshold, subset_metrics
 from mmrobust.evaluation.report import result_rows, write_report
 from mmrobust.methods import METHODS, Method, MethodContext
 from mmrobust.models import build_model
@@ -32,6 +30,7 @@ from mmrobust.models.multimodal import MultimodalModel
 from mmrobust.registry import ConfigError
 from mmrobust.runners import RUNNERS, Job
 from mmrobust.subsets import subset_name
+from mmrobust.tasks import SubsetMetric, Task, build_task
 
 log = logging.getLogger(__name__)
 META_KEYS = ("name", "runner", "label")
@@ -43,26 +42,42 @@ class Data:
     val: MultimodalDataset
     test: MultimodalDataset
 
+    task: Task
+
     @property
     def modalities(self) -> tuple[str, ...]:
         return self.train.modalities
 
 
 def to_run_config(config: DictConfig | RunConfig | dict[str, Any]) -> RunConfig:
-    """Merge a config onto the schema (type errors name the key) and return the typed object."""
+    """Merge a config onto the schema (type errors name the key), check its values and return the typed object."""
     merged = OmegaConf.merge(OmegaConf.structured(RunConfig), config)
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    cfg: RunConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    validate_run_config(cfg)
+    return cfg
 
 
-def build_data(dataset_cfg: dict[str, Any]) -> Data:
-    spec = dict(dataset_cfg)
+def build_data(cfg: RunConfig) -> Data:
+    """The three splits of ``cfg.dataset`` and the task of the dataset (options from ``cfg.task``)."""
+    spec = dict(cfg.dataset)
     if "name" not in spec:
         raise ConfigError("dataset.name: required key is missing")
     name = spec.pop("name")
     if "split" in spec:
         raise ConfigError("dataset.split: set by mmrobust (train/val/test); remove it from the config")
     splits = {s: DATASETS.build(name, {**spec, "split": s}, where="dataset") for s in SPLITS}
-    return Data(**splits)
+    train = splits["train"]
+    validate_against_data(cfg, train.modalities, train.num_classes)
+    options = dict(cfg.task)
+    task_name = str(options.pop("name", None) or train.task)
+    if task_name != train.task:
+        raise ConfigError(f"task.name: dataset {name!r} is a {train.task} dataset, not {task_name}")
+    if task_name == "classification":
+        options.setdefault("bona_fide_class", cfg.eval.bona_fide_class)
+    elif cfg.eval.bona_fide_class is not None:
+        raise ConfigError(f"eval.bona_fide_class: only for classification; dataset {name!r} is {task_name}")
+    task = build_task(task_name, train.num_classes, tuple(train.class_names), options)
+    return Data(**splits, task=task)
 
 
 def method_label(method_cfg: dict[str, Any]) -> str:
@@ -113,6 +128,18 @@ def runner_jobs(method_cfg: dict[str, Any], modalities: tuple[str, ...]) -> list
     return runner(modalities)
 
 
+def check_method_task(method_cfg: dict[str, Any], task: Task) -> None:
+    """Stop before any training when the method cannot train this task (its one-line reason)."""
+    method_class = METHODS.get(method_cfg["name"])
+    supported = getattr(method_class, "supported_tasks", ("classification", "segmentation"))
+    if task.name not in supported:
+        reason = getattr(method_class, "task_reason", "")
+        raise ConfigError(
+            f"method.name: {method_cfg['name']} does not support {task.name}"
+            + (f" ({reason})" if reason else f"; it supports {', '.join(supported)}")
+        )
+
+
 def build_job_model(cfg: RunConfig, data: Data) -> MultimodalModel:
     return build_model(cfg.model, data.modalities, data.train.shapes, data.train.num_classes)
 
@@ -127,25 +154,26 @@ def run(
     cfg = to_run_config(config)
     run_dir = Path(run_dir)
     fabric = fabric or make_fabric(cfg)
-    data = build_data(cfg.dataset)
+    data = build_data(cfg)
     method_cfg = dict(cfg.method)
     if "name" not in method_cfg:
         raise ConfigError("method.name: required key is missing")
     jobs = runner_jobs(method_cfg, data.modalities)
-    METHODS.get(method_cfg["name"])  # fail on an unknown method before any training
+    check_method_task(method_cfg, data.task)  # fail on an unknown or unsuited method before any training
     resolved = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
     if fabric.is_global_zero:
         write_text_atomic(OmegaConf.to_yaml(resolved), run_dir / "config.yaml")
-    predictions: dict[str, dict[int, Predictions]] = {"val": {}, "test": {}}
+    metrics: dict[str, dict[int, SubsetMetric]] = {"val": {}, "test": {}}
     fits = {}
     for job in jobs:
         folder = run_dir / job.folder
-        provenance = {"config": resolved, "job": str(job.folder)}
+        provenance = {"config": resolved, "job": str(job.folder), "task": data.task.describe()}
         fabric.seed_everything(cfg.seed, verbose=False)
         model = build_job_model(cfg, data)
         context = MethodContext(
             modalities=data.modalities,
             num_classes=data.train.num_classes,
+            task=data.task,
             build_model=lambda: build_job_model(cfg, data),
             fit=partial(fit_submodel, cfg, fabric, data, folder, provenance),
             run_dir=folder,
@@ -160,11 +188,18 @@ def run(
         trainer, fit = fit_model(
             cfg, fabric, data, folder, model, method, provenance, restrict_to=job.restrict_to, select=job.subsets
         )
-        fits[str(job.folder)] = {"best_epoch": fit.best_epoch, "best_val_score": fit.best_score}
-        model.load_state_dict(load_checkpoint(fit.best_path)["model"])
+        fits[str(job.folder)] = {
+            "best_epoch": fit.best_epoch,
+            "best_val_score": fit.best_score,
+            "selected_from_epoch": fit.selected_from_epoch,
+        }
+        load_model_state(model, load_checkpoint(fit.best_path)["model"], fit.best_path)
         for split in ("val", "test"):
-            predictions[split] |= trainer.predict(model, getattr(data, split), list(job.subsets))
-    results = summarize(cfg, data, predictions, resolved) | {"fits": fits}
+            metrics[split] |= trainer.evaluate(model, getattr(data, split), list(job.subsets))
+        if fabric.is_global_zero and len(data.test):
+            examples = trainer.collate(data.test)([data.test[i] for i in range(min(4, len(data.test)))])
+            data.task.save_examples(model, examples.to(fabric.device), list(job.subsets), folder / "examples.png")
+    results = summarize(cfg, data, metrics, resolved) | {"fits": fits}
     if fabric.is_global_zero:
         write_outputs(results, run_dir)
     return results
@@ -197,7 +232,7 @@ def fit_model(
         fabric,
         folder,
         cfg.seed,
-        bona_fide_class=cfg.eval.bona_fide_class,
+        task=data.task,
         restrict_to=restrict_to,
         provenance=provenance,
         log_fn=log_to(loggers),
@@ -238,36 +273,36 @@ def fit_submodel(
 
 
 def summarize(
-    cfg: RunConfig, data: Data, predictions: dict[str, dict[int, Predictions]], resolved: Any
+    cfg: RunConfig, data: Data, metrics: dict[str, dict[int, SubsetMetric]], resolved: Any
 ) -> dict[str, Any]:
-    """Metrics per subset on every split, thresholds fixed on validation when asked."""
+    """Scores per subset on every split; PAD thresholds fixed on validation when asked."""
     thresholds = None
     if cfg.eval.threshold == "val":
         if cfg.eval.bona_fide_class is None:
             raise ConfigError("eval.threshold=val needs eval.bona_fide_class")
-        thresholds = {
-            s: fit_threshold(p.logits, p.target, cfg.eval.bona_fide_class) for s, p in predictions["val"].items()
-        }
+        thresholds = {s: m.fit_threshold() for s, m in metrics["val"].items()}  # type: ignore[operator]
     elif cfg.eval.threshold != "argmax":
         raise ConfigError(f"eval.threshold: expected 'argmax' or 'val', got {cfg.eval.threshold!r}")
-    per_split = {}
-    for split, preds in predictions.items():
-        metrics = subset_metrics(
-            dict(sorted(preds.items(), key=lambda kv: (kv[0].bit_count(), kv[0]))),
-            cfg.eval.bona_fide_class,
-            thresholds,
-        )
-        per_split[split] = {subset_name(s, data.modalities): m for s, m in metrics.items()}
+    per_split, details = {}, {}
+    for split, by_subset in metrics.items():
+        ordered = sorted(by_subset.items(), key=lambda kv: (kv[0].bit_count(), kv[0]))
+        per_split[split] = {
+            subset_name(s, data.modalities): m.scores(**({"threshold": thresholds[s]} if thresholds else {}))
+            for s, m in ordered
+        }
+        details[split] = {subset_name(s, data.modalities): m.details() for s, m in ordered}
     return {
         "method": method_label(cfg.method),
         "seed": cfg.seed,
         "dataset": cfg.dataset.get("name"),
+        "task": data.task.describe(),
         "modalities": list(data.modalities),
         "metrics": per_split,
+        "details": details,
         "thresholds": None
         if thresholds is None
         else {subset_name(s, data.modalities): t for s, t in thresholds.items()},
-        "unreadable": {split: dict(getattr(data, split).unreadable) for split in SPLITS},
+        "unreadable": {split: getattr(data, split).unreadable_summary() for split in SPLITS},
         "config": resolved,
     }
 
@@ -299,20 +334,20 @@ def evaluate(path: str | Path, split: str = "test", out_dir: str | Path | None =
         raise ConfigError(f"split: expected one of {list(SPLITS)}, got {split!r}")
     cfg.trainer.devices, cfg.trainer.num_nodes, cfg.trainer.strategy = 1, 1, "auto"
     fabric = make_fabric(cfg)
-    data = build_data(cfg.dataset)
+    data = build_data(cfg)
     jobs = runner_jobs(cfg.method, data.modalities)
-    predictions: dict[str, dict[int, Predictions]] = {"val": {}, split: {}}
+    metrics: dict[str, dict[int, SubsetMetric]] = {"val": {}, split: {}}
     for job in jobs:
         if ckpt_paths is not None and job.folder not in ckpt_paths:
             continue
         best = ckpt_paths[job.folder] if ckpt_paths else run_dir / job.folder / "checkpoints" / "best.ckpt"
         model = build_job_model(cfg, data)
-        model.load_state_dict(load_checkpoint(best)["model"])
-        trainer = Trainer(cfg.trainer, fabric, run_dir / job.folder, cfg.seed, log_fn=lambda m, s: None)
+        load_model_state(model, load_checkpoint(best)["model"], best)
+        trainer = Trainer(cfg.trainer, fabric, run_dir / job.folder, cfg.seed, task=data.task, log_fn=lambda m, s: None)
         for s in ("val", split):
-            predictions[s] |= trainer.predict(model.to(fabric.device), getattr(data, s), list(job.subsets))
+            metrics[s] |= trainer.evaluate(model.to(fabric.device), getattr(data, s), list(job.subsets))
     resolved = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
-    results = summarize(cfg, data, predictions, resolved)
+    results = summarize(cfg, data, metrics, resolved)
     out = Path(out_dir) if out_dir else run_dir / f"eval_{split}"
     results["metrics"] = {split: results["metrics"][split]}
     write_json_atomic(results, out / "results.json")

@@ -73,7 +73,7 @@ def test_shipped_experiments_configure_the_neck_each_method_trains(experiment):
     for method in swept_methods(experiment):
         cfg = to_run_config(api.compose_config([f"experiment={experiment}", *([f"method={method}"] if method else [])]))
         cfg.dataset |= {"samples_per_split": [16, 8, 8]} if cfg.dataset["name"] == "synthetic" else {}
-        model = build_job_model(cfg, build_data(cfg.dataset))
+        model = build_job_model(cfg, build_data(cfg))
         if cfg.method["name"] == "dmrnet":
             neck = model.neck_module
             spec = {k: v for k, v in cfg.method.items() if k not in ("name", "label")}

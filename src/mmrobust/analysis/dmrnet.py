@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Subset
 
 from mmrobust.batch import Batch
 from mmrobust.data import Collate
-from mmrobust.engine.checkpoint import load_checkpoint
+from mmrobust.engine.checkpoint import load_checkpoint, load_model_state
 from mmrobust.experiment import build_data, build_job_model, to_run_config
 from mmrobust.methods.dmrnet import SIGMA2_FILE
 from mmrobust.models.multimodal import MultimodalModel
@@ -92,9 +92,10 @@ def load_run(path: Path) -> tuple[Any, Any, MultimodalModel]:
     cfg = to_run_config(cast(DictConfig, OmegaConf.load(path / "config.yaml")))
     if cfg.method.get("runner", "single") != "single":
         raise ConfigError(f"{path}: analyze needs a run with one model (runner 'single')")
-    data = build_data(cfg.dataset)
+    data = build_data(cfg)
     model = build_job_model(cfg, data)
-    model.load_state_dict(load_checkpoint(path / "checkpoints" / "best.ckpt")["model"])
+    best = path / "checkpoints" / "best.ckpt"
+    load_model_state(model, load_checkpoint(best)["model"], best)
     return cfg, data, model.eval()
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -11,11 +12,18 @@ from mmrobust.data.base import Sample
 
 
 class Collate:
-    """Picklable collate function bound to a dataset's modality order and shapes."""
+    """Picklable collate function bound to a dataset's modality order and shapes; ``collate_targets`` (the
+    task's) stacks the targets (default: class indices)."""
 
-    def __init__(self, modalities: Sequence[str], shapes: dict[str, tuple[int, ...]]) -> None:
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        shapes: dict[str, tuple[int, ...]],
+        collate_targets: Callable[[Sequence[Any]], torch.Tensor] | None = None,
+    ) -> None:
         self.modalities = tuple(modalities)
         self.shapes = dict(shapes)
+        self.collate_targets = collate_targets
 
     def __call__(self, samples: Sequence[Sample]) -> Batch:
         present = torch.zeros(len(samples), len(self.modalities), dtype=torch.bool)
@@ -34,6 +42,18 @@ class Collate:
                 stacked[i] = x
                 present[i, j] = True
             inputs[name] = stacked
-        target = torch.tensor([s.target for s in samples], dtype=torch.long)
+        targets = [s.target for s in samples]
+        if self.collate_targets is not None:
+            target = self.collate_targets(targets)
+        else:
+            target = torch.tensor(targets, dtype=torch.long)
         index = torch.tensor([s.index for s in samples], dtype=torch.long)
-        return Batch(inputs=inputs, present=present, target=target, modalities=self.modalities, index=index)
+        unreadable = tuple(entry for s in samples for entry in s.unreadable)
+        return Batch(
+            inputs=inputs,
+            present=present,
+            target=target,
+            modalities=self.modalities,
+            index=index,
+            unreadable=unreadable,
+        )

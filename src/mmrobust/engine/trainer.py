@@ -34,12 +34,12 @@ from mmrobust.data.collate import Collate
 from mmrobust.engine.checkpoint import load_checkpoint, save_atomic, write_json_atomic
 from mmrobust.engine.optim import build_optimizer, build_schedule
 from mmrobust.engine.progress import progress_bar
-from mmrobust.evaluation.evaluator import Predictions, predict_subsets
-from mmrobust.evaluation.metrics import HIGHER_IS_BETTER, PAD_METRICS, subset_metrics
+from mmrobust.evaluation.evaluator import Predictions, evaluate_subsets, predict_subsets
 from mmrobust.methods.base import EpochContext, Method, TrainState
 from mmrobust.models.multimodal import MultimodalModel
 from mmrobust.registry import ConfigError
 from mmrobust.subsets import all_subsets, subset_from_names
+from mmrobust.tasks import SubsetMetric, Task
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class FitResult:
     best_epoch: int
     best_score: float
     history: list[dict[str, Any]]
+    selected_from_epoch: int = 0
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -70,7 +71,7 @@ class Trainer:
         fabric: a launched Fabric.
         run_dir: where ``checkpoints/`` and ``logs/`` go.
         seed: the run's seed.
-        bona_fide_class: for PAD metrics during validation (optional).
+        task: what is predicted (collation of targets, validation metrics, the default selection metric).
         restrict_to: train and validate on this one subset only (the per-subset "customized" runner).
         log_fn: receives ``(metrics dict, step)``; defaults to Fabric's loggers.
         provenance: plain values stored in every checkpoint (the resolved config, ...).
@@ -83,7 +84,7 @@ class Trainer:
         run_dir: Path,
         seed: int,
         *,
-        bona_fide_class: int | None = None,
+        task: Task,
         restrict_to: int | None = None,
         provenance: dict[str, Any] | None = None,
         log_fn: Callable[[dict[str, float], int], None] | None = None,
@@ -92,7 +93,7 @@ class Trainer:
         self.fabric = fabric
         self.run_dir = Path(run_dir)
         self.seed = seed
-        self.bona_fide_class = bona_fide_class
+        self.task = task
         self.restrict_to = restrict_to
         self.provenance = provenance or {}
         self.log_fn = log_fn or (lambda metrics, step: fabric.log_dict(metrics, step))
@@ -124,38 +125,85 @@ class Trainer:
             batch_size=per_process,
             sampler=sampler,
             drop_last=True,
-            collate_fn=Collate(dataset.modalities, dataset.shapes),
+            collate_fn=self.collate(dataset),
             num_workers=self.cfg.num_workers,
         )
         return loader, sampler
 
-    def eval_loader(self, dataset: MultimodalDataset) -> DataLoader:
-        sampler: DistributedSampler = DistributedSampler(
-            dataset, num_replicas=self.fabric.world_size, rank=self.fabric.global_rank, shuffle=False
+    def collate(self, dataset: MultimodalDataset) -> Collate:
+        return Collate(dataset.modalities, dataset.shapes, self.task.collate_targets)
+
+    def eval_loader(self, dataset: MultimodalDataset, *, pad: bool = False) -> DataLoader:
+        """This process's shard of a split, in order. ``pad=True`` repeats samples so that every process
+        holds as many (for gathering per-sample predictions); streaming metrics need disjoint shards."""
+        world, rank = self.fabric.world_size, self.fabric.global_rank
+        sampler: Any = (
+            DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
+            if pad
+            else range(rank, len(dataset), world)
         )
         return DataLoader(
             dataset,
             batch_size=max(self.cfg.eval_batch_size // self.fabric.world_size, 1),
             sampler=sampler,
-            collate_fn=Collate(dataset.modalities, dataset.shapes),
+            collate_fn=self.collate(dataset),
             num_workers=self.cfg.num_workers,
         )
 
-    def predict(self, model: MultimodalModel, dataset: MultimodalDataset, subsets: list[int]) -> dict[int, Predictions]:
-        """Every-subset predictions on a whole split (sharded across processes, then gathered)."""
-        return predict_subsets(
+    def evaluate(
+        self, model: MultimodalModel, dataset: MultimodalDataset, subsets: list[int]
+    ) -> dict[int, SubsetMetric]:
+        """Streaming task metrics of every subset on a whole split (sharded; states summed across processes)."""
+        return evaluate_subsets(
             model,
             self.eval_loader(dataset),
+            subsets,
+            self.task,
+            device=self.fabric.device,
+            encode_once=self.cfg.encode_once,
+            on_unreadable=dataset.record_unreadable,
+        )
+
+    def predict(self, model: MultimodalModel, dataset: MultimodalDataset, subsets: list[int]) -> dict[int, Predictions]:
+        """Per-sample predictions (compacted by the task) of every subset on a whole split, for method hooks."""
+        return predict_subsets(
+            model,
+            self.eval_loader(dataset, pad=True),
             subsets,
             device=self.fabric.device,
             encode_once=self.cfg.encode_once,
             gather=self.gather,
+            compact=self.task.compact,
         )
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         if self.fabric.world_size == 1:
             return x
         return cast(torch.Tensor, self.fabric.all_gather(x)).flatten(0, 1)  # [world, n, ...] -> [world·n, ...]
+
+    def select_metric(self) -> str:
+        """The validation metric of model selection: ``trainer.select_metric`` or the task's default."""
+        metric = self.cfg.select_metric or self.task.default_select_metric
+        valid = self.task.metric_names()
+        if metric not in valid:
+            raise ConfigError(
+                f"trainer.select_metric: {metric!r} is not a metric of this {self.task.name} task; valid: {list(valid)}"
+            )
+        return metric
+
+    def selection_start(self, method: Method) -> int:
+        """The first epoch model selection may pick: ``trainer.select_from_epoch`` or the method's first epoch
+        with its full loss, whichever is later (the last epoch when training stops before it)."""
+        start = max(self.cfg.select_from_epoch, method.full_loss_epoch())
+        if start > self.cfg.max_epochs - 1:
+            log.warning(
+                "model selection starts at epoch %d (the method's full loss or trainer.select_from_epoch) but "
+                "training stops after epoch %d: the last epoch is selected",
+                start,
+                self.cfg.max_epochs - 1,
+            )
+            start = self.cfg.max_epochs - 1
+        return start
 
     def selection_subsets(self, modalities: tuple[str, ...]) -> list[int]:
         if self.restrict_to is not None:
@@ -175,14 +223,7 @@ class Trainer:
         resume: bool = False,
     ) -> FitResult:
         fabric, cfg = self.fabric, self.cfg
-        if cfg.select_metric not in HIGHER_IS_BETTER:
-            raise ConfigError(
-                f"trainer.select_metric: unknown metric {cfg.select_metric!r}; valid: {sorted(HIGHER_IS_BETTER)}"
-            )
-        if cfg.select_metric in PAD_METRICS and self.bona_fide_class is None:
-            raise ConfigError(
-                f"trainer.select_metric={cfg.select_metric} needs eval.bona_fide_class (the bona fide label)"
-            )
+        select_metric = self.select_metric()
         model.to(fabric.device)
         method.to(fabric.device)
         self.broadcast_parameters(model, method)
@@ -206,7 +247,8 @@ class Trainer:
             if fabric.is_global_zero:
                 log.info("resumed from %s after epoch %d", last_path, ckpt["epoch"])
         subsets = self.selection_subsets(model.modalities)
-        sign = 1.0 if HIGHER_IS_BETTER[cfg.select_metric] else -1.0
+        select_from = self.selection_start(method)
+        sign = 1.0 if self.task.METRICS[select_metric].higher_is_better else -1.0
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=False)
 
@@ -220,6 +262,7 @@ class Trainer:
                 method.train()
                 sums: dict[str, float] = {}
                 for batch in loader:
+                    train_set.record_unreadable(batch.unreadable)
                     batch = batch.to(fabric.device)
                     if self.restrict_to is not None:
                         batch = batch.restrict(self.restrict_to)
@@ -243,15 +286,16 @@ class Trainer:
                     validate=lambda s: self.predict(model, val_set, s), log=self.log_fn, run_dir=self.run_dir
                 )
                 method.on_epoch_end(model, state, ctx)
-                val = subset_metrics(self.predict(model, val_set, subsets), bona_fide_class=self.bona_fide_class)
-                score = sum(m[cfg.select_metric] for m in val.values()) / len(val)
+                val = [m.scores()[select_metric] for m in self.evaluate(model, val_set, subsets).values()]
+                score = sum(val) / len(val)
                 record = {"epoch": epoch, "step": state.step} | {
                     f"train/{k}": v / steps_per_epoch for k, v in sums.items()
                 }
-                record |= {f"val/avg_{cfg.select_metric}": score}
+                record |= {f"val/avg_{select_metric}": score}
                 history.append(record)
                 self.log_fn({k: v for k, v in record.items() if k != "epoch"} | {"epoch": epoch}, state.step)
-                improved = sign * score > sign * best_score if best_epoch >= 0 else True
+                eligible = epoch >= select_from
+                improved = eligible and (sign * score > sign * best_score if best_epoch >= 0 else True)
                 if improved:
                     best_score, best_epoch = score, epoch
                 ckpt = {
@@ -267,7 +311,9 @@ class Trainer:
                     "provenance": self.provenance,
                 }
                 if fabric.is_global_zero:
-                    save_atomic(ckpt, last_path)
+                    # best before last: a run killed between the two writes resumes from the previous last.ckpt
+                    # and redoes this epoch, rewriting the same best.ckpt; last.ckpt never names a best epoch
+                    # that best.ckpt does not hold.
                     if improved:
                         save_atomic(
                             {
@@ -279,9 +325,10 @@ class Trainer:
                             },
                             best_path,
                         )
+                    save_atomic(ckpt, last_path)
                     write_json_atomic(history, self.run_dir / "history.json")
                 fabric.barrier()
-        return FitResult(best_path, last_path, best_epoch, best_score, history)
+        return FitResult(best_path, last_path, best_epoch, best_score, history, select_from)
 
     def train_step(
         self,

@@ -18,18 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from mmrobust.engine.checkpoint import write_json_atomic, write_text_atomic
-from mmrobust.evaluation.metrics import HIGHER_IS_BETTER
 from mmrobust.registry import ConfigError
 from mmrobust.subsets import all_subsets, dot_row, subset_name
+from mmrobust.tasks import metric_fact
 
 Row = dict[str, Any]
-METRIC_TITLES = {
-    "accuracy": "Accuracy (%)",
-    "macro_f1": "Macro-F1 (%)",
-    "apcer": "APCER (%)",
-    "bpcer": "BPCER (%)",
-    "acer": "ACER (%)",
-}
 
 
 def result_rows(results: Iterable[dict[str, Any]], split: str = "test") -> list[Row]:
@@ -61,7 +54,7 @@ def summary(rows: Sequence[Row], modalities: Sequence[str], metric: str) -> dict
     for r in rows:
         if r["metric"] == metric:
             by[(r["method"], r["seed"])][r["subset"]] = 100.0 * r["value"]
-    worst = min if HIGHER_IS_BETTER.get(metric, True) else max
+    worst = min if metric_fact(metric).higher_is_better else max
     out: dict[str, dict[str, tuple[float, float, int]]] = defaultdict(dict)
     methods = list(dict.fromkeys(m for m, _ in by))
     for method in methods:
@@ -109,7 +102,7 @@ def markdown(rows: Sequence[Row], modalities: Sequence[str], metrics: Sequence[s
         header, body = table_cells(rows, modalities, metric)
         seeds = len({(r["method"], r["seed"]) for r in rows}) // max(len({r["method"] for r in rows}), 1)
         note = f" — mean ± std over {seeds} seeds" if seeds > 1 else ""
-        lines = [f"### {METRIC_TITLES.get(metric, metric)}{note}", "", "| " + " | ".join(header) + " |"]
+        lines = [f"### {metric_fact(metric).title}{note}", "", "| " + " | ".join(header) + " |"]
         lines.append("|" + "|".join([":-:"] * len(modalities) + ["--:"] * (len(header) - len(modalities))) + "|")
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
         parts.append("\n".join(lines))
@@ -121,7 +114,7 @@ def latex(rows: Sequence[Row], modalities: Sequence[str], metrics: Sequence[str]
     for metric in metrics:
         header, body = table_cells(rows, modalities, metric)
         cols = "c" * len(modalities) + "r" * (len(header) - len(modalities))
-        lines = [f"% {METRIC_TITLES.get(metric, metric)}", f"\\begin{{tabular}}{{{cols}}}", "\\toprule"]
+        lines = [f"% {metric_fact(metric).title}", f"\\begin{{tabular}}{{{cols}}}", "\\toprule"]
         lines.append(" & ".join(_tex(h) for h in header) + " \\\\")
         lines.append("\\midrule")
         for cells in body:
@@ -148,8 +141,8 @@ def to_csv(rows: Sequence[Row]) -> str:
 
 
 def metrics_of(rows: Sequence[Row]) -> list[str]:
-    present = {r["metric"] for r in rows}
-    return [m for m in HIGHER_IS_BETTER if m in present]
+    """The metrics of the rows in their first-seen order (the task's order in ``results.json``)."""
+    return list(dict.fromkeys(r["metric"] for r in rows))
 
 
 def write_report(

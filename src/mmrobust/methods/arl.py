@@ -20,11 +20,12 @@ from __future__ import annotations
 import torch
 
 from mmrobust.batch import Batch
+from mmrobust.distributed import all_reduce_sum
 from mmrobust.losses.gradient_residual import gradient_residual
 from mmrobust.losses.imbalance import FusedUnimodalLoss
 from mmrobust.methods.base import METHODS, EpochContext, Method, MethodContext, StepOutput, TrainState
 from mmrobust.methods.diagnostics import ImbalanceDiagnostics
-from mmrobust.methods.unimodal import global_sum, present_columns, unimodal_logits
+from mmrobust.methods.unimodal import present_columns, unimodal_logits
 from mmrobust.models.multimodal import MultimodalModel
 
 
@@ -81,7 +82,7 @@ def modality_statistics(
         magnitude = per_sample(p.abs().sum(1))  # [B]
         j = modalities.index(m)
         sums[:, j] = torch.stack([(entropy * keep).sum(), (magnitude * keep).sum(), keep.sum()])
-    sums = global_sum(sums)
+    sums = all_reduce_sum(sums)  # identical on every process
     count = sums[2].clamp_min(1)
     return sums[0] / count, sums[1] / count, sums[2] > 0
 
@@ -102,6 +103,9 @@ class ARL(Method):
         start_epoch: first epoch (0-based) with the gradient residual.
         variance_floor: clamp of the normalized variance (``None``: 0.6 / number of modalities).
     """
+
+    supported_tasks = ("classification",)
+    task_reason = "its unimodal coefficients are defined on per-sample class predictions (classification only)"
 
     def __init__(
         self,

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mmrobust.batch import Batch
 from mmrobust.models.multimodal import MultimodalModel
 from mmrobust.registry import Registry
+from mmrobust.tasks import Classification, Task
 
 
 @dataclass
@@ -64,6 +64,8 @@ class MethodContext:
             main model) and returns its best checkpoint; used for teachers and pretrained encoders.
             ``restrict_to`` (a subset bitmask) trains and selects on that subset only.
         run_dir: the folder of the model being trained.
+        task: what is predicted; its ``loss`` is the supervised loss of every method (default:
+            classification with ``num_classes`` classes).
     """
 
     modalities: tuple[str, ...]
@@ -71,13 +73,22 @@ class MethodContext:
     build_model: Callable[[], MultimodalModel]
     fit: Callable[..., Path]
     run_dir: Path
+    task: Task = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.task is None:
+            self.task = Classification(self.num_classes)
 
 
 class Method(nn.Module):
     """Base class. Subclasses implement ``forward``; the hooks are optional.
 
-    Constructors take ``context: MethodContext`` plus their config keys.
+    Constructors take ``context: MethodContext`` plus their config keys. They list the tasks they
+    can train (``supported_tasks``); one that cannot train a task says why in ``task_reason`` (shown to the user).
     """
+
+    supported_tasks: tuple[str, ...] = ("classification", "segmentation")
+    task_reason: str = ""
 
     def prepare(self, model: MultimodalModel) -> None:
         """Called once before training the deployment ``model`` (train or load a teacher, ...)."""
@@ -91,6 +102,11 @@ class Method(nn.Module):
         return the ordinary ones."""
         return None
 
+    def full_loss_epoch(self) -> int:
+        """The first (0-based) epoch at which every term of the method's loss is active; model selection
+        never picks an earlier epoch (a model of the warm-up phase is not the method's model)."""
+        return 0
+
     def after_backward(self, model: MultimodalModel, state: TrainState) -> None:
         """Called after the backward pass, before clipping and the optimizer step (gradient modulation)."""
 
@@ -101,8 +117,9 @@ class Method(nn.Module):
 METHODS: Registry[Method] = Registry("method")
 
 
-def cross_entropy_step(model: MultimodalModel, batch: Batch) -> StepOutput:
-    """``L = CE(head(neck(fuse(encode(x), present))), y)`` on the batch as given."""
-    logits = model(batch)  # [B, C]
-    loss = F.cross_entropy(logits, batch.target)
+def cross_entropy_step(model: MultimodalModel, batch: Batch, task: Task) -> StepOutput:
+    """``L = task.loss(head(neck(fuse(encode(x), present))), y)`` on the batch as given (cross-entropy:
+    per sample for classification, per pixel for segmentation)."""
+    logits = model(batch)  # [B, C] or [B, K, H, W]
+    loss = task.loss(logits, batch.target)
     return StepOutput(loss=loss, terms={"ce": loss.detach()}, output=logits)

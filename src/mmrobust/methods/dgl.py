@@ -38,6 +38,9 @@ class DGL(Method):
             2–3 on Kinetics-Sounds in the paper).
     """
 
+    supported_tasks = ("classification",)
+    task_reason = "its unimodal coefficients are defined on per-sample class predictions (classification only)"
+
     def __init__(self, context: MethodContext, alpha: float = 4.0) -> None:
         super().__init__()
         self.loss = FusedUnimodalLoss(alpha)

@@ -25,12 +25,16 @@ from mmrobust.models.multimodal import MultimodalModel
 class Diagnosed(Method):
     """``L = CE`` on the batch as it comes, plus :class:`ImbalanceDiagnostics`."""
 
+    supported_tasks = ("classification",)
+    task_reason = "its unimodal coefficients are defined on per-sample class predictions (classification only)"
+
     def __init__(self, context: MethodContext) -> None:
         super().__init__()
+        self.task = context.task
         self.diagnostics = ImbalanceDiagnostics(context.modalities)
 
     def forward(self, model: MultimodalModel, batch: Batch, state: TrainState) -> StepOutput:
-        return cross_entropy_step(model, batch)
+        return cross_entropy_step(model, batch, self.task)
 
     def after_backward(self, model: MultimodalModel, state: TrainState) -> None:
         self.diagnostics.add_gradient_norms(model)

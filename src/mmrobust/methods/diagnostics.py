@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from mmrobust.distributed import is_main_process
 from mmrobust.engine.checkpoint import write_json_atomic
 from mmrobust.methods.base import EpochContext, TrainState
 from mmrobust.models.multimodal import MultimodalModel
@@ -94,7 +94,3 @@ class ImbalanceDiagnostics(nn.Module):
 def accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
     """Share of correct argmax predictions. Shape: logits ``[N, C, *]``, target ``[N, *]`` -> float."""
     return float((logits.argmax(dim=1) == target).float().mean())
-
-
-def is_main_process() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0

@@ -21,10 +21,10 @@ from __future__ import annotations
 from typing import cast
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mmrobust.batch import Batch
+from mmrobust.distributed import all_gather_with_grad, gather_concat
 from mmrobust.losses.kd import hint_loss, response_kd, rkd_loss
 from mmrobust.methods.base import METHODS, Method, MethodContext, StepOutput, TrainState
 from mmrobust.methods.privileged import frozen, pretrained_model, resolve_roles
@@ -32,6 +32,9 @@ from mmrobust.models.multimodal import MultimodalModel
 
 
 class Distillation(Method):
+    supported_tasks = ("classification",)
+    task_reason = "the KD baselines are defined on class logits and pooled features; use osmd for segmentation"
+
     """Shared part of the KD baselines: roles, the frozen teacher, the student step.
 
     Args:
@@ -88,7 +91,7 @@ class Distillation(Method):
             full = batch.restrict(self.roles.ordinary_subset | self.roles.privileged_subset)
             t_fused = self.teacher.neck(self.teacher.fuse(self.teacher.encode(full), full.present))  # h_t
             t_logits = self.teacher.head(t_fused)
-        ce = F.cross_entropy(logits[keep], batch.target[keep])
+        ce = self.context.task.loss(logits[keep], batch.target[keep])
         kd = self.distill(fused[keep], logits[keep], t_fused[keep], t_logits[keep])
         return StepOutput(loss=ce + self.weight * kd, terms={"ce": ce.detach(), "kd": kd.detach()}, output=logits)
 
@@ -150,7 +153,11 @@ class FeatureKD(Distillation):
 
 @METHODS.register("kd_relation")
 class RelationKD(Distillation):
-    """RKD on the fused representation; ``distance_weight`` 25 and ``angle_weight`` 50 (Park et al.)."""
+    """RKD on the fused representation; ``distance_weight`` 25 and ``angle_weight`` 50 (Park et al.).
+
+    RKD compares samples with each other (distances, angles), so a distributed run computes it on the global
+    batch: every process's student features are gathered with gradients, the teacher's without.
+    """
 
     def __init__(
         self,
@@ -169,4 +176,5 @@ class RelationKD(Distillation):
     def distill(
         self, fused: torch.Tensor, logits: torch.Tensor, teacher_fused: torch.Tensor, teacher_logits: torch.Tensor
     ) -> torch.Tensor:
-        return rkd_loss(fused, teacher_fused, self.distance_weight, self.angle_weight)
+        student, teacher = all_gather_with_grad(fused), gather_concat(teacher_fused)  # [Σ_r b_r, D] global batch
+        return rkd_loss(student, teacher, self.distance_weight, self.angle_weight)

@@ -25,13 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
 
 from mmrobust.batch import Batch
+from mmrobust.distributed import all_reduce_sum, is_main_process
 from mmrobust.engine.checkpoint import write_json_atomic
 from mmrobust.losses.gaussian_kl import gaussian_kl
-from mmrobust.losses.masked import masked_cross_entropy
 from mmrobust.methods.base import METHODS, EpochContext, Method, MethodContext, StepOutput, TrainState
 from mmrobust.methods.modality_dropout import ModalityDropout
 from mmrobust.models.multimodal import MultimodalModel
@@ -52,13 +50,6 @@ def hard_subsets(sums: torch.Tensor, counts: torch.Tensor, k: int) -> list[int]:
     num_modalities = len(sums).bit_length() - 1
     seen = [s for s in all_subsets(num_modalities) if counts[s] > 0]
     return sorted(seen, key=lambda s: -float(sums[s] / counts[s]))[:k]
-
-
-def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
-    """Sum ``x`` in place over processes when torch.distributed is initialized."""
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(x)
-    return x
 
 
 @METHODS.register("dmrnet")
@@ -111,6 +102,7 @@ class DMRNet(Method):
         self.neck_name = neck_name
         self.alpha, self.beta, self.begin_epoch, self.rerank = alpha, beta, begin_epoch, rerank
         self.modalities = context.modalities
+        self.task = context.task
         self.dropout = ModalityDropout(context, distribution)
         # indexed by subset bitmask (entry 0, the empty subset, stays unused)
         self.register_buffer("sigma2_sum", torch.zeros(num_subsets + 1, dtype=torch.float64))
@@ -142,6 +134,10 @@ class DMRNet(Method):
                 f"or an identity neck it can replace, got {type(current).__name__}"
             )
 
+    def full_loss_epoch(self) -> int:
+        """HCR starts at ``begin_epoch``."""
+        return self.begin_epoch if self.beta > 0 else 0
+
     def forward(self, model: MultimodalModel, batch: Batch, state: TrainState) -> StepOutput:
         neck = model.neck_module
         if not isinstance(neck, ProbabilisticNeck):
@@ -150,14 +146,14 @@ class DMRNet(Method):
         fused = model.fuse(model.encode(dropped), dropped.present)
         mu, logvar = neck.distribution(fused)  # [B, C, H, W] or [B, D] each
         logits = model.head(neck.sample(mu, logvar))  # [B, K]
-        ce = F.cross_entropy(logits, dropped.target)
+        ce = self.task.loss(logits, dropped.target)
         dr = gaussian_kl(mu, logvar)
         subsets = masks_to_subsets(dropped.present)  # [B]
         self.accumulate(subsets, logvar.detach())
         loss = ce + self.alpha * dr
         terms = {"ce": ce.detach(), "dr": dr.detach(), "sigma2": logvar.detach().exp().mean()}
         if self.beta > 0 and state.epoch >= self.begin_epoch:
-            hcr = masked_cross_entropy(model.head(neck.sample(mu, logvar)), dropped.target, self.hard[subsets])
+            hcr = self.task.loss(model.head(neck.sample(mu, logvar)), dropped.target, self.hard[subsets])
             loss = loss + self.beta * hcr
             terms["hcr"] = hcr.detach()
         return StepOutput(loss=loss, terms=terms, output=logits)
@@ -187,7 +183,7 @@ class DMRNet(Method):
                 self.set_hard(hard_subsets(self.sigma2_sum, self.sigma2_count, self.top_k), "mined")
         elif self.rerank:
             self.set_hard(hard_subsets(sums, counts, self.top_k), "re-ranked")
-        if ctx.run_dir is not None and (not dist.is_initialized() or dist.get_rank() == 0):
+        if ctx.run_dir is not None and is_main_process():
             self.write_log(Path(ctx.run_dir) / SIGMA2_FILE, state.epoch, sums, counts)
 
     def set_hard(self, subsets: list[int], how: str) -> None:

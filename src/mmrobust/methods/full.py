@@ -16,6 +16,7 @@ class Full(Method):
 
     def __init__(self, context: MethodContext) -> None:
         super().__init__()
+        self.task = context.task
 
     def forward(self, model: MultimodalModel, batch: Batch, state: TrainState) -> StepOutput:
-        return cross_entropy_step(model, batch)
+        return cross_entropy_step(model, batch, self.task)

@@ -24,14 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from mmrobust.batch import Batch
-from mmrobust.engine.checkpoint import load_checkpoint, write_json_atomic
+from mmrobust.distributed import all_gather_with_grad, gather_concat, is_main_process
+from mmrobust.engine.checkpoint import load_checkpoint, load_model_state, write_json_atomic
 from mmrobust.losses.mad import WEIGHTINGS, MarginAwareDistillation
-from mmrobust.losses.masked import masked_cross_entropy
 from mmrobust.methods.base import METHODS, EpochContext, Method, MethodContext, StepOutput, TrainState
 from mmrobust.methods.full import Full
 from mmrobust.methods.mar_mining import SIGNALS, WeakCombinationMiner
@@ -52,6 +50,11 @@ class FusionRegularizer(nn.Module):
 
     def __init__(self, fresh: MultimodalModel) -> None:
         super().__init__()
+        if getattr(fresh, "fusion_inside_encoders", False):
+            raise ConfigError(
+                f"method.regularizer=fusion copies the fusion that follows the encoders, but {type(fresh).__name__} "
+                "fuses inside its encoders; use method.regularizer=head"
+            )
         fresh.encoders = nn.ModuleDict()  # only the tail (fuse -> neck -> head) is used
         self.net = fresh
 
@@ -114,6 +117,7 @@ class MMANet(Method):
             context, alpha, beta, begin_epoch, mining_start, signal, weighting, teacher, teacher_checkpoint, strong
         )
         self.context = context
+        self.task = context.task
         self.alpha, self.beta, self.begin_epoch = alpha, beta, begin_epoch
         self.teacher_path, self.teacher_epochs, self.teacher_checkpoint = teacher, teacher_epochs, teacher_checkpoint
         self.dropout = ModalityDropout(context, distribution)
@@ -157,18 +161,16 @@ class MMANet(Method):
         else:
             path, source, weights = Path(self.teacher_path), "checkpoint", None
         ckpt = load_checkpoint(path)
-        try:
-            teacher.load_state_dict(ckpt["model"])
-        except RuntimeError as error:
-            raise ConfigError(f"method.teacher: {path} does not fit this run's model: {error}") from error
-        metric = (((ckpt.get("provenance") or {}).get("config") or {}).get("trainer") or {}).get("select_metric")
+        load_model_state(teacher, ckpt["model"], path)
         history = ckpt.get("history") or [{}]  # last.ckpt: the score of its own epoch is in its history
+        # the selection metric (the task's default unless trainer.select_metric) is in the history's key
+        metric = next((k.removeprefix("val/avg_") for k in history[-1] if k.startswith("val/avg_")), None)
         provenance = {
             "source": source,
             "weights": weights,
             "checkpoint": str(Path(path).resolve()),
             "epoch": ckpt.get("epoch"),
-            "val_score": ckpt.get("score", history[-1].get(f"val/avg_{metric or 'accuracy'}")),
+            "val_score": ckpt.get("score", history[-1].get(f"val/avg_{metric}")),
             "val_metric": metric,
         }
         if is_main_process():
@@ -183,13 +185,17 @@ class MMANet(Method):
             self.teacher.eval()
         return self
 
+    def full_loss_epoch(self) -> int:
+        """MAD and MAR start at ``begin_epoch``."""
+        return self.begin_epoch if (self.distill is not None or self.miner is not None) else 0
+
     # ------------------------------------------------------------------------------------ training
     def forward(self, model: MultimodalModel, batch: Batch, state: TrainState) -> StepOutput:
         dropped = self.dropout.drop(batch, state)
         features = model.encode(dropped)
         fused = model.neck(model.fuse(features, dropped.present))  # [B, D] or [B, C, H, W]
         logits = model.head(fused)  # [B, num_classes]
-        ce = F.cross_entropy(logits, batch.target)
+        ce = self.task.loss(logits, batch.target)
         loss, terms = ce, {"ce": ce.detach()}
         active = state.epoch >= self.begin_epoch
         if self.distill is not None:
@@ -201,13 +207,18 @@ class MMANet(Method):
         return StepOutput(loss=loss, terms=terms, output=logits)
 
     def mad(self, fused: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """MAD between the student's fused representation and the teacher's on the complete batch."""
+        """MAD between the student's fused representation and the teacher's on the complete batch.
+
+        MAD compares every sample with every other (relation matrices), so in a distributed run it is computed
+        on the global batch: the features of every process are gathered (the student's with gradients), and N
+        processes give the loss and, after the trainer's gradient averaging, the gradient of one process.
+        """
         if self.teacher is None or self.distill is None:
             raise RuntimeError("MMANet.prepare(model) must run before training with alpha > 0 (no teacher yet)")
         with torch.no_grad():
             t_fused = self.teacher.neck(self.teacher.fuse(self.teacher.encode(batch), batch.present))
             t_logits = self.teacher.head(t_fused)
-        return self.distill(fused, t_fused, t_logits)
+        return self.distill(all_gather_with_grad(fused), gather_concat(t_fused), gather_concat(t_logits))
 
     def mar(self, features: dict[str, torch.Tensor], dropped: Batch, fused: torch.Tensor) -> torch.Tensor:
         """``(1/B) Σ_b 1[S_b ∈ W] CE(regularizer(x_b), y_b)``."""
@@ -217,7 +228,7 @@ class MMANet(Method):
             log.warning("MAR is active but no weak set was mined (no mining epoch ran): L_MAR = 0")
             self._warned = True
         reg_logits = self.regularizer(features, dropped.present, fused)  # [B, num_classes]
-        return masked_cross_entropy(reg_logits, dropped.target, self.miner.is_weak(dropped.present))
+        return self.task.loss(reg_logits, dropped.target, self.miner.is_weak(dropped.present))
 
     # -------------------------------------------------------------------------------------- mining
     def on_epoch_end(self, model: MultimodalModel, state: TrainState, ctx: EpochContext) -> None:
@@ -285,7 +296,3 @@ def check_config(
             f"method.mining_start: the mining epochs [mining_start, begin_epoch) = [{mining_start}, {begin_epoch}) "
             "are empty; lower mining_start, raise begin_epoch, or set method.strong"
         )
-
-
-def is_main_process() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0

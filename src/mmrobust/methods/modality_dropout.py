@@ -28,16 +28,21 @@ class ModalityDropout(Method):
 
     def __init__(self, context: MethodContext, distribution: dict[str, Any] | None = None) -> None:
         super().__init__()
+        self.task = context.task
         spec = dict(distribution or {"name": "uniform"})
         name = spec.pop("name", "uniform")
         self.policy = SUBSET_POLICIES.build(name, spec, where="method.distribution", modalities=context.modalities)
 
     def drop(self, batch: Batch, state: TrainState) -> Batch:
-        """The batch with each sample's drawn subset applied (the draw depends on seed, epoch, index)."""
+        """The batch with each sample's drawn subset as its mask (the draw depends on seed, epoch, index).
+
+        Only the mask changes: the encoders see every input, and ``fuse`` zeroes the dropped encoder outputs
+        (the papers' Bernoulli indicator after the encoder), so encoder BatchNorm never sees zeroed inputs.
+        """
         keep = self.policy.draw(batch.index, state.seed, state.epoch).to(batch.present.device)
         present = batch.present & keep
         empty = ~present.any(dim=1, keepdim=True)
-        return batch.with_present(present | (batch.present & empty))
+        return batch.with_mask(present | (batch.present & empty))  # inputs untouched: fuse zeroes features
 
     def forward(self, model: MultimodalModel, batch: Batch, state: TrainState) -> StepOutput:
-        return cross_entropy_step(model, self.drop(batch, state))
+        return cross_entropy_step(model, self.drop(batch, state), self.task)

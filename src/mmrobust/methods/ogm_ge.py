@@ -25,9 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmrobust.batch import Batch
+from mmrobust.distributed import all_reduce_sum
 from mmrobust.methods.base import METHODS, EpochContext, Method, MethodContext, StepOutput, TrainState
 from mmrobust.methods.diagnostics import ImbalanceDiagnostics
-from mmrobust.methods.unimodal import global_sum, unimodal_logits
+from mmrobust.methods.unimodal import unimodal_logits
 from mmrobust.models.fusion import Concat
 from mmrobust.models.heads import LinearHead
 from mmrobust.models.multimodal import MultimodalModel
@@ -96,7 +97,7 @@ def modality_scores(model: MultimodalModel, features: dict[str, torch.Tensor], b
         keep = batch.present[:, j].float()  # [B]
         score = p.float().softmax(1).gather(1, batch.target.unsqueeze(1)).flatten(1).mean(1)  # [B]
         sums[:, j] = torch.stack([(score * keep).sum(), keep.sum()])
-    sums = global_sum(sums)
+    sums = all_reduce_sum(sums)  # identical on every process
     return torch.stack([sums[0] / sums[1].clamp_min(1), sums[1]])
 
 
@@ -115,6 +116,9 @@ class OGMGE(Method):
         start_epoch: first epoch (0-based) of the modulation.
         end_epoch: first epoch without it.
     """
+
+    supported_tasks = ("classification",)
+    task_reason = "its unimodal coefficients are defined on per-sample class predictions (classification only)"
 
     def __init__(self, context: MethodContext, alpha: float = 0.8, start_epoch: int = 0, end_epoch: int = 50) -> None:
         super().__init__()

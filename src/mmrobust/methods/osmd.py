@@ -30,13 +30,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmrobust.batch import Batch
+from mmrobust.distributed import all_gather_with_grad, all_reduce_sum, gather_concat
 from mmrobust.engine.gradnorm import GradNorm
 from mmrobust.losses.kd import hint_loss, rkd_loss
 from mmrobust.losses.mmd import jdn_loss
 from mmrobust.methods.base import METHODS, Method, MethodContext, StepOutput, TrainState
 from mmrobust.methods.osmd_model import TRANSLATORS, OSMDEncoder, OSMDParts, plain_model
 from mmrobust.methods.privileged import frozen, pretrained_model, resolve_roles
-from mmrobust.models.heads import LinearHead
 from mmrobust.models.multimodal import MultimodalModel
 from mmrobust.registry import ConfigError
 
@@ -45,15 +45,21 @@ TASK_WEIGHTS = {"transfer": "alpha", "translation": "beta"}
 
 
 class JointDistribution(nn.Module):
-    """JDN: ``{mmd: MMD²(φ_s, φ_p), kl: KL(p_p ‖ softmax f_s(φ_s))}`` with the hallucination head f_s."""
+    """JDN: ``{mmd: MMD²(φ_s, φ_p), kl: KL(p_p ‖ softmax f_s(φ_s))}`` with the hallucination head f_s.
 
-    def __init__(self, feature_shape: tuple[int, ...], num_classes: int, kernel_num: int, kernel_mul: float) -> None:
+    f_s is the task's probe head: pooled + linear for classification (``[B, C]``); a 1×1 convolution for
+    segmentation, whose dense logits are resized bilinearly to the privileged model's (per-pixel KL)."""
+
+    def __init__(self, head: nn.Module, kernel_num: int, kernel_mul: float) -> None:
         super().__init__()
-        self.head = LinearHead(feature_shape[0], num_classes)  # f_s (pools maps)
+        self.head = head  # f_s
         self.kernel_num, self.kernel_mul = kernel_num, kernel_mul
 
     def forward(self, hallucinated: torch.Tensor, privileged: torch.Tensor, logits: torch.Tensor) -> dict[str, Any]:
-        mmd, kl = jdn_loss(hallucinated, privileged, self.head(hallucinated), logits, self.kernel_num, self.kernel_mul)
+        own = self.head(hallucinated)  # [B, C] or [B, K, h, w]
+        if own.dim() == 4 and own.shape[-2:] != logits.shape[-2:]:
+            own = F.interpolate(own, size=logits.shape[-2:], mode="bilinear", align_corners=False)
+        mmd, kl = jdn_loss(hallucinated, privileged, own, logits, self.kernel_num, self.kernel_mul)
         return {"mmd": mmd, "kl": kl}
 
 
@@ -129,6 +135,7 @@ class OSMD(Method):
             if value not in valid:
                 raise ConfigError(f"method.{key}: unknown value {value!r}; valid: {list(valid)}")
         self.context = context
+        self.task = context.task
         self.transfer_name, self.translator = transfer, translator
         self.balancing, self.fixed = balancing, {"transfer": alpha, "translation": beta}
         self.gradnorm = {"ratio": target_ratio, "asymmetry": asymmetry, "lr": gradnorm_lr}
@@ -145,6 +152,11 @@ class OSMD(Method):
 
     # ------------------------------------------------------------------------------------------ setup
     def prepare(self, model: MultimodalModel) -> None:
+        if getattr(model, "fusion_inside_encoders", False):
+            raise ConfigError(
+                f"method=osmd hallucinates and compares per-modality encoder features (JDN/CTN), but "
+                f"{type(model).__name__} fuses inside its encoders; use a late-fusion model (e.g. model=seg_small)"
+            )
         roles, p = self.roles, self.roles.privileged[0]
         for m in roles.ordinary:
             encoder = model.encoders[m]
@@ -200,7 +212,7 @@ class OSMD(Method):
     def build_transfer(self, feature_shape: tuple[int, ...]) -> nn.Module | None:
         """The module of the configured transfer task (None for ``none``)."""
         if self.transfer_name == "jdn":
-            return JointDistribution(feature_shape, self.context.num_classes, *self.kernels)
+            return JointDistribution(self.task.probe_head(feature_shape[0]), *self.kernels)
         if self.transfer_name == "feature":
             return FeatureTransfer()
         if self.transfer_name == "relation":
@@ -229,7 +241,7 @@ class OSMD(Method):
         }
         fused = model.fuse({m: part.output for m, part in parts.items()}, deployed.present)
         logits = model.head(model.neck(fused))  # [B, C]
-        target_loss = F.cross_entropy(logits[keep], batch.target[keep])
+        target_loss = self.task.loss(logits[keep], batch.target[keep])
         terms = {"ce": target_loss.detach()}
         aux = {}
         if "transfer" in self.tasks:
@@ -243,24 +255,36 @@ class OSMD(Method):
     def transfer_loss(
         self, model: MultimodalModel, parts: dict[str, OSMDParts], batch: Batch, terms: dict[str, torch.Tensor]
     ) -> torch.Tensor:
-        """The transfer loss between φ_s(x_o) and the frozen φ_p(x_p), on the samples that have both."""
+        """The transfer loss between φ_s(x_o) and the frozen φ_p(x_p), on the samples that have both.
+
+        MMD and RKD compare samples with each other, so a distributed run computes the transfer on the global
+        batch: each process's rows are gathered (φ_s with gradients, the frozen φ_p and f_p without), and every
+        decision is taken on global counts, so all processes run the same collectives.
+        """
         assert self.privileged_model is not None and self.transfer is not None
         net, p = self.privileged_model, self.roles.privileged[0]
         jp = model.modalities.index(p)
+        ordinary = [m for m in model.modalities if m in self.roles.ordinary]
+        rows = {m: batch.present[:, jp] & batch.present[:, model.modalities.index(m)] for m in ordinary}  # [B] each
+        counts = all_reduce_sum(torch.stack([r.sum() for r in rows.values()]))  # global samples with both
+        used = [m for m, n in zip(ordinary, counts.tolist()) if n >= 2]
         losses = []
-        if bool(batch.present[:, jp].any()):
+        if used:
             with torch.no_grad():
                 z_p = net.encoders[p](batch.inputs[p])  # φ_p(x_p) [B, *F]
                 only = torch.zeros_like(batch.present)
                 only[:, jp] = batch.present[:, jp]
                 logits_p = net.head(net.neck(net.fuse({p: z_p}, only)))  # f_p(φ_p(x_p)) [B, C]
-            for m, part in parts.items():
-                rows = batch.present[:, jp] & batch.present[:, model.modalities.index(m)]
-                if int(rows.sum()) >= 2:
-                    named = self.transfer(part.hallucinated[rows], z_p[rows], logits_p[rows])
-                    for k, v in named.items():
-                        terms[k] = terms.get(k, 0.0) + v.detach() / len(parts)
-                    losses.append(sum(named.values()))
+            anchor = next(iter(parts.values())).hallucinated
+            for m in used:
+                r = rows[m]
+                # a process without m still joins the gather, with zero rows tied to its graph (same backward)
+                empty = anchor.flatten()[:0].view(0, *model.feature_shapes[m])
+                mine = parts[m].hallucinated[r] if m in parts else empty
+                named = self.transfer(all_gather_with_grad(mine), gather_concat(z_p[r]), gather_concat(logits_p[r]))
+                for k, v in named.items():
+                    terms[k] = terms.get(k, 0.0) + v.detach() / len(used)
+                losses.append(sum(named.values()))
         total = torch.stack(losses).mean() if losses else torch.zeros((), device=batch.target.device)
         terms["transfer"] = total.detach()
         return total

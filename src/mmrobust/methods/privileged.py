@@ -23,17 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mmrobust.batch import Batch
-from mmrobust.engine.checkpoint import load_checkpoint
+from mmrobust.engine.checkpoint import load_checkpoint, load_model_state
 from mmrobust.methods.base import METHODS, Method, MethodContext, StepOutput, TrainState
 from mmrobust.methods.full import Full
 from mmrobust.models.multimodal import MultimodalModel
 from mmrobust.registry import ConfigError
 from mmrobust.runners import RUNNERS, Job
 from mmrobust.subsets import all_subsets, subset_from_names
+from mmrobust.tasks import Task
 
 
 @dataclass(frozen=True)
@@ -136,23 +136,19 @@ def pretrained_model(
     """Load ``model`` from ``checkpoint`` (its ``model`` entry) or train it with ``full`` restricted to
     ``subset`` (trained and selected on that subset, in the run's sub-folder ``name``) and load the best."""
     path = Path(checkpoint) if checkpoint else context.fit(name, model, Full(context), max_epochs, restrict_to=subset)
-    state = load_checkpoint(path)["model"]
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise ConfigError(f"checkpoint {path} does not fit the {name} model of this run: {error}") from error
+    load_model_state(model, load_checkpoint(path)["model"], path)
     return model
 
 
-def restricted_cross_entropy(model: MultimodalModel, batch: Batch, subset: int) -> StepOutput:
-    """``CE`` of the model on the batch restricted to ``subset``, over the samples that keep a modality."""
+def restricted_cross_entropy(model: MultimodalModel, batch: Batch, subset: int, task: Task) -> StepOutput:
+    """The task loss of the model on the batch restricted to ``subset``, over the samples that keep a modality."""
     restricted = batch.restrict(subset)
     keep = restricted.present.any(dim=1)  # [B]
     if not bool(keep.any()):
         names = [m for j, m in enumerate(batch.modalities) if subset >> j & 1]
         raise ValueError(f"no sample of this batch has any of the modalities {names}; the model has no input")
     logits = model(restricted)  # [B, C]
-    loss = F.cross_entropy(logits[keep], restricted.target[keep])
+    loss = task.loss(logits[keep], restricted.target[keep])
     return StepOutput(loss=loss, terms={"ce": loss.detach()}, output=logits)
 
 
@@ -169,6 +165,7 @@ class RoleRestricted(Method):
     ) -> None:
         super().__init__()
         self.roles = resolve_roles(context.modalities, ordinary, privileged)
+        self.task = context.task
 
     def trained_subset(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -178,7 +175,7 @@ class RoleRestricted(Method):
         return tuple(m for j, m in enumerate(self.roles.modalities) if subset >> j & 1)
 
     def forward(self, model: MultimodalModel, batch: Batch, state: TrainState) -> StepOutput:
-        return restricted_cross_entropy(model, batch, self.trained_subset())
+        return restricted_cross_entropy(model, batch, self.trained_subset(), self.task)
 
 
 @METHODS.register("ordinary_only")

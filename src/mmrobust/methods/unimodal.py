@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from typing import Literal
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.func import functional_call
 
@@ -83,12 +82,3 @@ def unimodal_logits(
 def present_columns(model: MultimodalModel, logits: Mapping[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
     """The columns of ``present`` for the modalities of ``logits``, in its order. Shape: -> ``[B, len(logits)]``."""
     return present[:, [model.modalities.index(m) for m in logits]]
-
-
-def global_sum(x: torch.Tensor) -> torch.Tensor:
-    """``x`` summed over every process (itself when not distributed), so that batch statistics and the
-    coefficients computed from them are identical on every process."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        x = x.clone()
-        dist.all_reduce(x, op=dist.ReduceOp.SUM)
-    return x
