@@ -29,8 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 from torch import nn
+
+from mmrobust.distributed import all_reduce_mean
 
 
 @dataclass
@@ -107,7 +108,7 @@ class GradNorm(nn.Module):
         norms = torch.stack([gradient_norm(loss, shared) for loss in losses]).to(weights)  # [T]
         values = torch.stack([loss.detach() for loss in losses]).to(weights)  # [T]
         extra = [gradient_norm(anchor, shared).to(weights).view(1)] if anchor is not None else []
-        stats = _mean_over_processes(torch.cat([norms, values, *extra]))  # identical on every process
+        stats = all_reduce_mean(torch.cat([norms, values, *extra]))  # identical on every process
         norms, values = stats[: len(norms)], stats[len(norms) : 2 * len(norms)]
         g = weights * norms  # [T]
         active = norms > 0
@@ -130,12 +131,3 @@ class GradNorm(nn.Module):
         self.log_weights.sub_(self.lr * torch.sign(g - target) * active)
         if renormalize:  # standard GradNorm: the weights keep their initial sum
             self.log_weights.add_(math.log(self.total) - self.log_weights.exp().sum().log())
-
-
-def _mean_over_processes(x: torch.Tensor) -> torch.Tensor:
-    """Average a tensor over the processes of an initialized process group (identity otherwise)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        x = x.clone()
-        dist.all_reduce(x, op=dist.ReduceOp.SUM)
-        x /= dist.get_world_size()
-    return x
