@@ -20,6 +20,7 @@ class Batch:
         modalities: the modality order; it never changes with configuration.
         index: ``[B]`` dataset indices of the samples (drives per-sample randomness, so results do
             not depend on how samples are split across processes).
+        unreadable: the files found unreadable while loading the batch (they are absent in ``present``).
     """
 
     inputs: dict[str, torch.Tensor]
@@ -27,6 +28,9 @@ class Batch:
     target: torch.Tensor
     modalities: tuple[str, ...]
     index: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    # (modality, path, reason) of the files found unreadable while loading this batch, possibly in a
+    # DataLoader worker: the main process merges them with ``dataset.record_unreadable(batch.unreadable)``
+    unreadable: tuple[tuple[str, str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.present.dtype != torch.bool or self.present.dim() != 2:
@@ -60,10 +64,32 @@ class Batch:
         return self.with_present(self.present & keep)
 
     def with_present(self, present: torch.Tensor) -> Batch:
-        """A batch with another ``[B, M]`` mask; inputs of absent modalities are zeroed."""
+        """A batch with another ``[B, M]`` mask; inputs of absent modalities are zeroed.
+
+        Zeroing selects with ``torch.where`` rather than multiplying by the mask: a NaN or Inf in an absent
+        input stays out of the batch (``NaN · 0 = NaN``; ``where(False, NaN, 0) = 0``).
+
+        Shape: inputs[m] ``[B, ...]``, present ``[B, M]`` bool.
+        """
         inputs = {}
         for j, name in enumerate(self.modalities):
             x = self.inputs[name]
-            keep = present[:, j].view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
-            inputs[name] = x * keep
+            keep = present[:, j].view(-1, *([1] * (x.dim() - 1)))  # [B, 1, ..., 1]
+            inputs[name] = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
         return replace(self, inputs=inputs, present=present)
+
+    def with_mask(self, present: torch.Tensor) -> Batch:
+        """A batch with another ``[B, M]`` mask and the inputs untouched: training-time modality dropout.
+
+        The papers drop a modality with a Bernoulli indicator on the encoder *output*; ``MultimodalModel.fuse``
+        zeroes the features of absent modalities, so the encoders (and their BatchNorm statistics) see the
+        real inputs, never all-zero images. (``with_present`` also zeroes the inputs: data that is absent.)
+
+        Shape: present ``[B, M]`` bool, like ``self.present``.
+        """
+        if present.shape != self.present.shape or present.dtype != torch.bool:
+            raise ValueError(
+                f"with_mask needs a bool mask of shape {tuple(self.present.shape)}, got {present.dtype} "
+                f"{tuple(present.shape)}"
+            )
+        return replace(self, present=present)

@@ -6,10 +6,15 @@ registered constructors when they are built (see ``registry.validate_kwargs``).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import pairwise
+from typing import Any, get_args
 
 from hydra.core.config_store import ConfigStore
+
+from mmrobust.registry import ConfigError
 
 
 @dataclass
@@ -47,8 +52,9 @@ class TrainerConfig:
     precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
     deterministic: bool = False  # torch.use_deterministic_algorithms
     num_workers: int = 0
-    select_metric: str = "accuracy"  # validation metric averaged over select_subsets
+    select_metric: str | None = None  # validation metric averaged over select_subsets; None = the task's default
     select_subsets: list[str] = field(default_factory=list)  # empty = every subset
+    select_from_epoch: int = 0  # no epoch before this (nor before the method's full loss is active) is selected
     encode_once: bool = True  # every-subset evaluation encodes each batch once
     progress: bool = True
     log_every_n_steps: int = 10
@@ -67,6 +73,7 @@ class RunConfig:
     dataset: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     method: dict[str, Any] = field(default_factory=dict)
+    task: dict[str, Any] = field(default_factory=dict)  # task options (class_weights); name = the dataset's
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
@@ -75,3 +82,122 @@ class RunConfig:
 
 def register_schema() -> None:
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+# --------------------------------------------------------------------------------------------- validation
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULERS = ("cosine", "multistep", "none")
+THRESHOLDS = ("argmax", "val")
+EVAL_SPLITS = ("train", "val", "test")
+MAX_SEED = 2**32 - 1  # numpy / Lightning seeds are unsigned 32-bit
+
+
+def accepted_precisions() -> tuple[str, ...]:
+    """The ``trainer.precision`` values Lightning Fabric accepts (read from Lightning itself)."""
+    try:
+        from lightning.fabric.connector import _PRECISION_INPUT
+
+        values: list[str] = []
+        for literal in get_args(_PRECISION_INPUT):
+            values.extend(str(v) for v in get_args(literal))
+        return tuple(values)
+    except (ImportError, AttributeError):  # pragma: no cover - a Lightning without that private name
+        return ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "32", "16", "bf16")
+
+
+def validate_run_config(cfg: RunConfig) -> None:
+    """Check the values of a typed run config; the first bad one raises one ``ConfigError`` line.
+
+    Types are already checked by OmegaConf; this checks ranges and names (``trainer.batch_size: expected an
+    integer > 0, got 0``). Dataset, model and method keys are checked by their constructors.
+    """
+    t, o, s, e = cfg.trainer, cfg.trainer.optimizer, cfg.trainer.scheduler, cfg.eval
+
+    def need(ok: bool, key: str, expected: str, value: Any) -> None:
+        if not ok:
+            raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+
+    need(0 <= cfg.seed <= MAX_SEED, "seed", f"an integer in [0, {MAX_SEED}]", cfg.seed)
+    need(t.max_epochs > 0, "trainer.max_epochs", "an integer > 0", t.max_epochs)
+    need(t.batch_size > 0, "trainer.batch_size", "an integer > 0", t.batch_size)
+    need(t.eval_batch_size > 0, "trainer.eval_batch_size", "an integer > 0", t.eval_batch_size)
+    need(t.log_every_n_steps > 0, "trainer.log_every_n_steps", "an integer > 0", t.log_every_n_steps)
+    need(t.num_workers >= 0, "trainer.num_workers", "an integer >= 0", t.num_workers)
+    need(t.devices > 0, "trainer.devices", "an integer > 0", t.devices)
+    need(t.num_nodes > 0, "trainer.num_nodes", "an integer > 0", t.num_nodes)
+    need(math.isfinite(t.grad_clip) and t.grad_clip >= 0, "trainer.grad_clip", "a number >= 0 (0 = off)", t.grad_clip)
+    precisions = accepted_precisions()
+    need(str(t.precision) in precisions, "trainer.precision", f"one of {list(precisions)}", t.precision)
+    need(o.name in OPTIMIZERS, "trainer.optimizer.name", f"one of {list(OPTIMIZERS)}", o.name)
+    need(math.isfinite(o.lr) and o.lr > 0, "trainer.optimizer.lr", "a number > 0", o.lr)
+    need(
+        math.isfinite(o.weight_decay) and o.weight_decay >= 0,
+        "trainer.optimizer.weight_decay",
+        "a number >= 0",
+        o.weight_decay,
+    )
+    need(0 <= o.momentum < 1, "trainer.optimizer.momentum", "a number in [0, 1)", o.momentum)
+    need(
+        len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
+        "trainer.optimizer.betas",
+        "two numbers in [0, 1)",
+        list(o.betas),
+    )
+    need(s.name in SCHEDULERS, "trainer.scheduler.name", f"one of {list(SCHEDULERS)}", s.name)
+    need(s.warmup_epochs >= 0, "trainer.scheduler.warmup_epochs", "a number >= 0", s.warmup_epochs)
+    need(
+        0 <= s.warmup_start_factor <= 1,
+        "trainer.scheduler.warmup_start_factor",
+        "a number in [0, 1]",
+        s.warmup_start_factor,
+    )
+    need(s.gamma > 0, "trainer.scheduler.gamma", "a number > 0", s.gamma)
+    need(0 <= s.min_lr_ratio <= 1, "trainer.scheduler.min_lr_ratio", "a number in [0, 1]", s.min_lr_ratio)
+    milestones = list(s.milestones)
+    need(
+        all(m > 0 for m in milestones) and all(a < b for a, b in pairwise(milestones)),
+        "trainer.scheduler.milestones",
+        "strictly increasing epochs > 0",
+        milestones,
+    )
+    need(e.threshold in THRESHOLDS, "eval.threshold", f"one of {list(THRESHOLDS)}", e.threshold)
+    need(
+        e.bona_fide_class is None or e.bona_fide_class >= 0,
+        "eval.bona_fide_class",
+        "a class index >= 0",
+        e.bona_fide_class,
+    )
+    need(
+        e.threshold != "val" or e.bona_fide_class is not None,
+        "eval.bona_fide_class",
+        "a class index when eval.threshold=val",
+        e.bona_fide_class,
+    )
+    splits = list(e.splits)
+    need(
+        bool(splits) and all(x in EVAL_SPLITS for x in splits) and len(set(splits)) == len(splits),
+        "eval.splits",
+        f"a non-empty list of distinct names from {list(EVAL_SPLITS)}",
+        splits,
+    )
+    need(
+        len(set(t.select_subsets)) == len(t.select_subsets),
+        "trainer.select_subsets",
+        "distinct subset names",
+        list(t.select_subsets),
+    )
+
+
+def validate_against_data(cfg: RunConfig, modalities: Sequence[str], num_classes: int) -> None:
+    """The checks that need the dataset: subset names of ``trainer.select_subsets`` and the range of
+    ``eval.bona_fide_class``. One ``ConfigError`` line for the first bad value."""
+    from mmrobust.subsets import subset_from_names
+
+    for name in cfg.trainer.select_subsets:
+        try:
+            subset_from_names(name, tuple(modalities))
+        except ValueError as error:
+            raise ConfigError(f"trainer.select_subsets: {name!r}: {error} (join names with '+')") from error
+    bona = cfg.eval.bona_fide_class
+    if bona is not None and not 0 <= bona < num_classes:
+        raise ConfigError(f"eval.bona_fide_class: expected a class index in [0, {num_classes - 1}], got {bona}")

@@ -30,15 +30,22 @@ def check(overrides: Sequence[str]) -> None:
     spec = dict(cfg.dataset)
     name = spec.pop("name")
     console = Console()
+    layout_status = getattr(DATASETS.get(name), "layout_status", None)  # datasets with an on-disk layout
+    if layout_status is not None:
+        layout = Table("expected path", "status", title=f"dataset {name}: expected layout under {spec.get('root')}")
+        for path, status in layout_status(spec):
+            layout.add_row(path, status)
+        console.print(layout)
     table = Table(title=f"dataset {name}")
     for col in ("split", "samples", "modality", "present", "empty cell", "unreadable"):
         table.add_column(col)
     for split in SPLITS:
         try:
             ds = DATASETS.build(name, {**spec, "split": split}, where="dataset")
-        except DatasetLayoutError as error:
+        except DatasetLayoutError:
             doc = inspect.getdoc(inspect.getmodule(DATASETS.get(name))) or ""
-            raise DatasetLayoutError(f"{error}\n\nexpected layout ({name}):\n{doc}") from error
+            console.print(f"expected layout ({name}):\n{doc}\n", markup=False, highlight=False)  # help on stdout
+            raise  # the error itself stays one line on stderr
         for m, c in modality_counts(ds).items():
             table.add_row(split, str(len(ds)), m, str(c["present"]), str(c["empty"]), str(c["unreadable"]))
     console.print(table)

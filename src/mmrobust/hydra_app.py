@@ -26,5 +26,6 @@ def train_app(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv[0] = __file__
-    train_app()
+    from mmrobust.cli import main
+
+    main(["train", *sys.argv[1:]])  # the same one-line errors in relaunched worker processes

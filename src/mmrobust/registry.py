@@ -53,7 +53,12 @@ class Registry(Generic[T]):
         prefix = where or self.kind
         kwargs = dict(kwargs or {})
         validate_kwargs(fn, kwargs, prefix=prefix, provided=set(extra))
-        return fn(**kwargs, **extra)
+        try:
+            return fn(**kwargs, **extra)
+        except ValueError as error:  # a constructor refusing a configured value, e.g. nn.Dropout(p=1.5)
+            if type(error) is not ValueError:  # ConfigError, CheckpointError, ... already say where
+                raise
+            raise ConfigError(f"{prefix}: {' '.join(str(error).split())}") from error
 
 
 def validate_kwargs(fn: Callable[..., Any], kwargs: Mapping[str, Any], *, prefix: str, provided: set[str]) -> None:

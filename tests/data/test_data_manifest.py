@@ -158,7 +158,7 @@ def test_sixteen_bit_depth_keeps_its_full_range(tmp_path: Path) -> None:
     values[:, 4:] = 65535
     write_depth16(root, "d/0.png", values)
     assert Image.open(root / "d/0.png").mode.startswith("I")  # really a 16-bit file
-    write_csv(root, ["depth", "label"], [["d/0.png", 0]])
+    write_csv(root, ["depth", "label"], [["d/0.png", 0], ["d/0.png", 1]])  # two classes
     ds = DATASETS.build(
         "manifest",
         {
@@ -176,7 +176,7 @@ def test_sixteen_bit_depth_keeps_its_full_range(tmp_path: Path) -> None:
 
 def test_image_without_size_keeps_its_own_size(tmp_path: Path) -> None:
     write_rgb(tmp_path, "a.png", size=(7, 5))
-    write_csv(tmp_path, ["rgb", "label"], [["a.png", 0]])
+    write_csv(tmp_path, ["rgb", "label"], [["a.png", 0], ["a.png", 1]])
     ds = DATASETS.build("manifest", {"root": str(tmp_path), "modalities": ["rgb"], "fractions": [1.0, 0.0, 0.0]})
     assert ds.shapes == {"rgb": (3, 5, 7)}  # reader guessed from the suffix, shape from the first file
 
@@ -199,7 +199,7 @@ def test_normalization_mean_std_is_applied_per_channel(tmp_path: Path) -> None:
 
 
 def test_audio_is_resampled_and_tiled_to_exact_length(tmp_path: Path) -> None:
-    root = make_root(tmp_path, [0], ["train"])
+    root = make_root(tmp_path, [0, 1], ["train", "train"])
     x = build(root)[0].inputs["audio"][0]  # 0.25 s at 8 kHz read at 16 kHz for 1 s
     period = round(16000 * FILE_SECONDS)  # 4000 resampled samples, tiled 4 times
     assert x.shape == (16000,)
@@ -215,7 +215,7 @@ def test_long_stereo_audio_is_mixed_and_cut(tmp_path: Path) -> None:
     left = 0.6 * np.sin(2 * np.pi * 300 * t)
     stereo = np.stack([left, np.zeros_like(left)], axis=1).astype(np.float32)  # 2 s, 2 channels
     write_wav(tmp_path, "a.wav", stereo, rate=16000)
-    write_csv(tmp_path, ["audio", "label"], [["a.wav", 0]])
+    write_csv(tmp_path, ["audio", "label"], [["a.wav", 0], ["a.wav", 1]])
     ds = DATASETS.build(
         "manifest",
         {
@@ -293,7 +293,7 @@ def test_missing_or_corrupt_file_is_absent_and_counted(tmp_path: Path, modality:
     if BAD_FILES[damage] is not None:
         bad.write_bytes(BAD_FILES[damage])
     ds = build(root)
-    assert ds.unreadable[modality] == 0
+    assert ds.unreadable[modality] == 1  # found when the split's files are probed at build time
     samples = [ds[i] for i in range(3)]
     assert samples[2].inputs[modality] is None
     assert all(samples[2].inputs[m] is not None for m in MODALITIES if m != modality)
@@ -311,10 +311,8 @@ def test_strict_mode_stops_with_the_file_name(tmp_path: Path, damage: str) -> No
     bad.unlink()
     if damage == "garbage":
         bad.write_bytes(b"not a png")
-    ds = build(root, strict=True)
-    ds[0]
     with pytest.raises(DatasetLayoutError, match=r"rgb/1\.png"):
-        ds[1]
+        build(root, strict=True)  # every file is probed from its header when the split is built
 
 
 def test_strict_mode_stops_on_a_bad_first_file_at_construction(tmp_path: Path) -> None:
@@ -324,23 +322,22 @@ def test_strict_mode_stops_on_a_bad_first_file_at_construction(tmp_path: Path) -
         build(root, strict=True)
 
 
-def test_file_of_wrong_shape_names_file_and_both_shapes(tmp_path: Path) -> None:
+def test_file_of_wrong_shape_is_absent_and_counted(tmp_path: Path) -> None:
     root = make_root(tmp_path, [0, 1, 0], ["train"] * 3)
     write_npy(root, "vec/2.npy", np.zeros(7, dtype=np.float32))
     ds = build(root)
     assert ds.shapes["vec"] == (5,)
-    ds[1]
-    with pytest.raises(ValueError, match=r"vec/2\.npy") as info:
-        ds[2]
-    assert "(7,)" in str(info.value) and "(5,)" in str(info.value)
+    assert ds[1].inputs["vec"] is not None and ds[2].inputs["vec"] is None
+    assert ds.unreadable["vec"] == 1
+    assert ds.unreadable_summary() == {"vec": {"wrong shape": 1}}
+    with pytest.raises(DatasetLayoutError, match=r"vec/2\.npy.*wrong shape.*\(7,\).*\(5,\)"):
+        build(root, strict=True)
 
 
 def test_declared_npy_shape_is_checked(tmp_path: Path) -> None:
     root = make_root(tmp_path, [0, 1], ["train"] * 2)
-    ds = build(root, readers={**READERS, "vec": {"type": "npy", "shape": [6]}})
-    assert ds.shapes["vec"] == (6,)
-    with pytest.raises(ValueError, match=r"vec/0\.npy.*\(5,\).*\(6,\)"):
-        ds[0]
+    with pytest.raises(ConfigError, match=r"dataset\.readers\.vec\.shape: declared \(6,\).*vec/0\.npy: \(5,\)"):
+        build(root, readers={**READERS, "vec": {"type": "npy", "shape": [6]}})
 
 
 # ----------------------------------------------------------------------------- layout and config errors
@@ -390,7 +387,7 @@ def test_unknown_reader_option_names_the_key(tmp_path: Path) -> None:
 
 def test_unguessable_suffix_asks_for_a_reader(tmp_path: Path) -> None:
     (tmp_path / "a.bin").write_bytes(b"\0" * 8)
-    write_csv(tmp_path, ["x", "label"], [["a.bin", 0]])
+    write_csv(tmp_path, ["x", "label"], [["a.bin", 0], ["a.bin", 1]])
     with pytest.raises(ConfigError, match=r"dataset\.readers\.x\.type"):
         DATASETS.build("manifest", {"root": str(tmp_path), "modalities": ["x"], "fractions": [1.0, 0.0, 0.0]})
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mmrobust.data.base import SPLITS, MultimodalDataset, Sample
+from mmrobust.data.base import SPLITS, MultimodalDataset, Sample, check_modalities
 from mmrobust.registry import ConfigError
 
 SPLIT_OFFSET = {"train": 0, "val": 1, "test": 2}
@@ -62,12 +62,14 @@ class Synthetic(MultimodalDataset):
         super().__init__(strict=strict)
         if split not in SPLITS:
             raise ConfigError(f"dataset.split: expected one of {list(SPLITS)}, got {split!r}")
-        names = tuple(modalities or ["a", "b"])
+        names = check_modalities(["a", "b"] if modalities is None else modalities)
         snrs = list(snr) if snr is not None else [1.0] * len(names)
         if len(snrs) != len(names):
             raise ConfigError(f"dataset.snr: needs one value per modality {list(names)}, got {snrs}")
-        if not 0.0 <= shared <= 1.0 or not 0.0 <= missing_rate < 1.0:
-            raise ConfigError("dataset.shared must be in [0, 1] and dataset.missing_rate in [0, 1)")
+        if not 0.0 <= shared <= 1.0:
+            raise ConfigError(f"dataset.shared: expected a number in [0, 1], got {shared}")
+        if not 0.0 <= missing_rate < 1.0:
+            raise ConfigError(f"dataset.missing_rate: expected a probability in [0, 1), got {missing_rate}")
         redundant = dict(redundant_with or {})
         for copy, source in redundant.items():
             if copy not in names or source not in names or copy == source:
@@ -75,6 +77,11 @@ class Synthetic(MultimodalDataset):
                     f"dataset.redundant_with: {copy}->{source} must name two different modalities of {list(names)}"
                 )
         sizes = list(samples_per_split or [512, 256, 256])
+        if len(sizes) != 3 or min(sizes) < 1:
+            raise ConfigError(f"dataset.samples_per_split: expected 3 sizes >= 1 (train, val, test), got {sizes}")
+        for key, value, least in (("num_classes", num_classes, 2), ("dim", dim, 1), ("channels", channels, 1)):
+            if value < least:
+                raise ConfigError(f"dataset.{key}: expected an integer >= {least}, got {value}")
         self.modalities = names
         self.num_classes = num_classes
         self.class_names = tuple(str(c) for c in range(num_classes))

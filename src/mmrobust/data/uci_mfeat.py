@@ -8,7 +8,7 @@ from importlib import resources
 import numpy as np
 import torch
 
-from mmrobust.data.base import SPLITS, MultimodalDataset, Sample
+from mmrobust.data.base import SPLITS, MultimodalDataset, Sample, check_modalities
 from mmrobust.data.splits import stratified_split
 from mmrobust.registry import ConfigError
 
@@ -52,9 +52,9 @@ class UciMfeat(MultimodalDataset):
         super().__init__(strict=strict)
         if split not in SPLITS:
             raise ConfigError(f"dataset.split: expected one of {list(SPLITS)}, got {split!r}")
-        views = list(views or VIEWS)
+        views = list(check_modalities(VIEWS if views is None else views, "dataset.views"))
         unknown = [v for v in views if v not in VIEWS]
-        if unknown or not views:
+        if unknown:
             raise ConfigError(f"dataset.views: unknown views {unknown}; valid views: {list(VIEWS)}")
         data = load_views()
         parts = stratified_split(data["labels"].tolist(), fractions or [0.6, 0.2, 0.2], split_seed)
