@@ -1,9 +1,13 @@
 """Datasets, collate and missing-modality policies."""
 
 from mmrobust.data.base import DatasetLayoutError, MultimodalDataset, Sample
+from mmrobust.data.cityscapes import Cityscapes
 from mmrobust.data.collate import Collate
 from mmrobust.data.manifest import Manifest
+from mmrobust.data.nyuv2 import NYUv2
+from mmrobust.data.sunrgbd import SunRgbd
 from mmrobust.data.synthetic import Synthetic
+from mmrobust.data.synthetic_rgbd import SyntheticRgbd
 from mmrobust.data.uci_mfeat import UciMfeat
 from mmrobust.registry import Registry
 
@@ -11,6 +15,10 @@ DATASETS: Registry[MultimodalDataset] = Registry("dataset")
 DATASETS.register("uci_mfeat")(UciMfeat)
 DATASETS.register("manifest")(Manifest)
 DATASETS.register("synthetic")(Synthetic)
+DATASETS.register("nyuv2")(NYUv2)
+DATASETS.register("sunrgbd")(SunRgbd)
+DATASETS.register("cityscapes")(Cityscapes)
+DATASETS.register("synthetic_rgbd")(SyntheticRgbd)
 
 __all__ = [
     "DATASETS",
