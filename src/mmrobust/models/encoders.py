@@ -8,6 +8,7 @@ import math
 import torch
 from torch import nn
 
+from mmrobust.models.conv_blocks import conv_bn_relu
 from mmrobust.models.resnet import ResNet, SqueezeExcitation, load_pretrained
 from mmrobust.registry import Registry
 
@@ -83,3 +84,35 @@ class ResNetEncoder(nn.Module):
         if self.se_out is not None:
             x = self.se_out(x)
         return x.mean(dim=(2, 3)) if self.pool else x
+
+
+@ENCODERS.register("seg_cnn")
+class SegCNNEncoder(nn.Module):
+    """A small dense encoder for quick segmentation runs: two stages, each a stride-2 3×3 conv + BN + ReLU
+    followed by ``blocks - 1`` stride-1 ones, so the output stride is 4.
+
+    Args:
+        in_shape: ``(C, H, W)`` of the modality.
+        channels: output channels of the two stages.
+        blocks: conv + BN + ReLU layers per stage (the first strided).
+
+    Shape: [B, C, H, W] -> [B, channels[-1], ⌈H/4⌉, ⌈W/4⌉].
+    """
+
+    def __init__(self, in_shape: tuple[int, ...], channels: list[int] | None = None, blocks: int = 2) -> None:
+        super().__init__()
+        if len(in_shape) != 3:
+            raise ValueError(f"seg_cnn encoder needs image inputs [C, H, W], got shape {tuple(in_shape)}")
+        channels = list(channels or [32, 64])
+        if len(channels) != 2 or blocks < 1:
+            raise ValueError(f"seg_cnn encoder needs 2 stage channels and blocks >= 1, got {channels}, {blocks}")
+        layers: list[nn.Module] = []
+        cin = in_shape[0]
+        for c in channels:
+            layers += [conv_bn_relu(cin, c, 3, stride=2), *(conv_bn_relu(c, c, 3) for _ in range(blocks - 1))]
+            cin = c
+        self.net = nn.Sequential(*layers)
+        self.out_channels = channels[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # [B, C_out, H/4, W/4]

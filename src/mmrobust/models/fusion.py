@@ -1,7 +1,8 @@
 """Fusions: combine per-modality features (already zeroed where absent) into one representation.
 
 Every fusion takes the features in modality order, ``feats: list[Tensor]``, each ``[B, ...]``, where
-absent modalities are zero (the papers' Bernoulli indicator), and returns ``[B, D]``.
+absent modalities are zero (the papers' Bernoulli indicator), and returns ``[B, D]`` (``concat`` and
+``sum`` with ``keep_maps: true`` return a map ``[B, C, h, w]``, for dense prediction).
 """
 
 from __future__ import annotations
@@ -18,13 +19,25 @@ FUSIONS: Registry[nn.Module] = Registry("fusion")
 
 @FUSIONS.register("concat")
 class Concat(nn.Module):
-    """Concatenate flattened features. Shape: M × [B, D_m] -> [B, Σ D_m]."""
+    """Concatenate flattened features. Shape: M × [B, D_m] -> [B, Σ D_m].
 
-    def __init__(self, feature_shapes: list[tuple[int, ...]]) -> None:
+    ``keep_maps: true`` (dense prediction): maps of one spatial size are concatenated along channels,
+    M × [B, C_m, h, w] -> [B, Σ C_m, h, w], and ``out_features`` is Σ C_m.
+    """
+
+    def __init__(self, feature_shapes: list[tuple[int, ...]], keep_maps: bool = False) -> None:
         super().__init__()
-        self.out_features = sum(int(torch.Size(s).numel()) for s in feature_shapes)
+        self.keep_maps = keep_maps
+        if keep_maps:
+            if any(len(s) != 3 for s in feature_shapes) or len({tuple(s[1:]) for s in feature_shapes}) != 1:
+                raise ValueError(f"concat with keep_maps needs maps [C, h, w] of one size, got {feature_shapes}")
+            self.out_features = sum(s[0] for s in feature_shapes)
+        else:
+            self.out_features = sum(int(torch.Size(s).numel()) for s in feature_shapes)
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        if self.keep_maps:
+            return torch.cat(feats, dim=1)  # [B, Σ C_m, h, w]
         return torch.cat([f.flatten(1) for f in feats], dim=1)
 
 
@@ -51,17 +64,19 @@ class ConcatMLP(nn.Module):
 
 @FUSIONS.register("sum")
 class Sum(nn.Module):
-    """Element-wise sum (features must share a shape); maps are global-average pooled. Shape: -> [B, D]."""
+    """Element-wise sum (features must share a shape); maps are global-average pooled unless
+    ``keep_maps: true`` (dense prediction). Shape: -> [B, D] (or [B, C, h, w] with ``keep_maps``)."""
 
-    def __init__(self, feature_shapes: list[tuple[int, ...]]) -> None:
+    def __init__(self, feature_shapes: list[tuple[int, ...]], keep_maps: bool = False) -> None:
         super().__init__()
         if len({tuple(s) for s in feature_shapes}) != 1:
             raise ValueError(f"sum fusion needs features of one shape, got {feature_shapes}")
         self.out_features = feature_shapes[0][0]
+        self.keep_maps = keep_maps
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         x = torch.stack(feats).sum(0)
-        return x.mean(dim=(2, 3)) if x.dim() == 4 else x
+        return x.mean(dim=(2, 3)) if x.dim() == 4 and not self.keep_maps else x
 
 
 @FUSIONS.register("concat_trunk")

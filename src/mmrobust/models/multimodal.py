@@ -60,14 +60,17 @@ class MultimodalModel(nn.Module):
     def fuse(self, features: Mapping[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
         """Zero the feature of every absent modality per sample, then fuse.
 
+        Zeroing selects with ``torch.where`` (not a multiplication by the mask), so a non-finite feature of
+        an absent modality cannot leak into the fused representation (``NaN · 0 = NaN``).
+
         Shape: features[m] ``[B, *feature_shapes[m]]``, present ``[B, M]`` -> ``[B, D]``.
         """
         feats = []
         for j, m in enumerate(self.modalities):
             if m in features:
                 f = features[m]
-                keep = present[:, j].view(-1, *([1] * (f.dim() - 1))).to(f.dtype)
-                feats.append(f * keep)
+                keep = present[:, j].to(device=f.device, dtype=torch.bool).view(-1, *([1] * (f.dim() - 1)))
+                feats.append(torch.where(keep, f, torch.zeros((), dtype=f.dtype, device=f.device)))
             else:  # the encoder was skipped (absent from the whole batch): zero features of the recorded shape
                 ref = next(iter(features.values()), None)
                 like = ref if ref is not None else next(self.fusion.parameters(), present.float())
@@ -93,8 +96,18 @@ def build_model(
 ) -> MultimodalModel:
     """Build a model from a config with keys ``encoder`` (default for every modality), ``encoders``
     (per-modality overrides), ``fusion``, ``neck`` and ``head``; each a dict with ``name`` plus options.
+    A config with the key ``architecture`` builds that whole model instead (``models/architectures.py``).
     """
     config = dict(config)
+    if "architecture" in config:
+        from mmrobust.models.architectures import ARCHITECTURES  # here: architectures import this module
+
+        options = {k: v for k, v in config.items() if k != "architecture"}
+        shapes = {m: tuple(input_shapes[m]) for m in modalities}
+        return ARCHITECTURES.build(
+            str(config["architecture"]), options, where="model", modalities=modalities, input_shapes=shapes,
+            num_classes=num_classes,
+        )  # fmt: skip
     unknown = set(config) - {"encoder", "encoders", "fusion", "neck", "head"}
     if unknown:
         raise ConfigError(
