@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from mmrobust.engine.gradnorm import GradNorm, gradient_norm
+from mmrobust.losses.gradnorm import GradNorm, gradient_norm
 
 
 def toy_losses(w: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -8,8 +8,8 @@ from mmrobust.experiment import runner_jobs
 from mmrobust.losses.kd import hint_loss, response_kd, rkd_loss
 from mmrobust.methods import METHODS, TrainState
 from mmrobust.methods.distillation import Regressor
-from mmrobust.methods.privileged import resolve_roles
 from mmrobust.registry import ConfigError
+from mmrobust.roles import resolve_roles
 from mmrobust.runners import RUNNERS
 from tests.conftest import batch_of, method_context, tiny_dataset, tiny_model
 

@@ -8,9 +8,9 @@ from mmrobust.losses.kd import kl_divergence
 from mmrobust.losses.mmd import mmd2
 from mmrobust.methods import METHODS, TrainState
 from mmrobust.methods.osmd import OSMD
-from mmrobust.methods.osmd_model import CrossTranslation, OSMDEncoder, plain_model
 from mmrobust.methods.privileged import export_deployed
 from mmrobust.models import ENCODERS
+from mmrobust.models.osmd_encoder import CrossTranslation, OSMDEncoder, plain_model
 from mmrobust.registry import ConfigError
 from tests.conftest import MLP, batch_of, method_context, tiny_dataset, tiny_model
 

@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from mmrobust.engine.checkpoint import write_json_atomic, write_text_atomic
+from mmrobust.atomic_io import write_json_atomic, write_text_atomic
 from mmrobust.subsets import dot_row, subset_from_names
 
 from .dmrnet import RunAnalysis

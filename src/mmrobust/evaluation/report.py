@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmrobust.engine.checkpoint import write_json_atomic, write_text_atomic
+from mmrobust.atomic_io import write_json_atomic, write_text_atomic
 from mmrobust.registry import ConfigError
 from mmrobust.subsets import all_subsets, dot_row, subset_name
 from mmrobust.tasks import metric_fact

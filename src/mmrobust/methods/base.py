@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -19,6 +19,8 @@ from mmrobust.batch import Batch
 from mmrobust.models.multimodal import MultimodalModel
 from mmrobust.registry import Registry
 from mmrobust.tasks import Classification, Task
+
+M = TypeVar("M", bound=nn.Module)
 
 
 @dataclass
@@ -115,6 +117,16 @@ class Method(nn.Module):
 
 
 METHODS: Registry[Method] = Registry("method")
+
+
+def frozen(module: M) -> M:
+    """Freeze a teacher (or a pretrained privileged network) for good: no parameter requires a gradient and
+    it stays in eval mode (BatchNorm keeps its statistics, dropout is off) even when the method that owns
+    it is switched to training mode. It remains a submodule of its method (moved and checkpointed with it)."""
+    module.requires_grad_(False)
+    module.eval()
+    module.train = lambda mode=True: module  # type: ignore[method-assign,assignment]
+    return module
 
 
 def cross_entropy_step(model: MultimodalModel, batch: Batch, task: Task) -> StepOutput:

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmrobust.atomic_io import write_json_atomic
 from mmrobust.distributed import is_main_process
-from mmrobust.engine.checkpoint import write_json_atomic
 from mmrobust.methods.base import EpochContext, TrainState
 from mmrobust.models.multimodal import MultimodalModel
 from mmrobust.subsets import full_subset

@@ -26,9 +26,10 @@ from torch import nn
 from mmrobust.batch import Batch
 from mmrobust.distributed import all_gather_with_grad, gather_concat
 from mmrobust.losses.kd import hint_loss, response_kd, rkd_loss
-from mmrobust.methods.base import METHODS, Method, MethodContext, StepOutput, TrainState
-from mmrobust.methods.privileged import frozen, pretrained_model, resolve_roles
+from mmrobust.methods.base import METHODS, Method, MethodContext, StepOutput, TrainState, frozen
+from mmrobust.methods.privileged import pretrained_model
 from mmrobust.models.multimodal import MultimodalModel
+from mmrobust.roles import resolve_roles
 
 
 class Distillation(Method):
@@ -71,12 +72,6 @@ class Distillation(Method):
             self.context, "teacher", complete, self.context.build_model(), self.teacher_checkpoint, self.teacher_epochs
         )
         self.teacher = frozen(teacher)  # type: ignore[assignment]
-
-    def train(self, mode: bool = True) -> Distillation:
-        super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()
-        return self
 
     def forward(self, model: MultimodalModel, batch: Batch, state: TrainState) -> StepOutput:
         if self.teacher is None:

@@ -26,9 +26,9 @@ from typing import Any
 
 import torch
 
+from mmrobust.atomic_io import write_json_atomic
 from mmrobust.batch import Batch
 from mmrobust.distributed import all_reduce_sum, is_main_process
-from mmrobust.engine.checkpoint import write_json_atomic
 from mmrobust.losses.gaussian_kl import gaussian_kl
 from mmrobust.methods.base import METHODS, EpochContext, Method, MethodContext, StepOutput, TrainState
 from mmrobust.methods.modality_dropout import ModalityDropout

@@ -26,11 +26,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmrobust.atomic_io import write_json_atomic
 from mmrobust.batch import Batch
 from mmrobust.distributed import all_gather_with_grad, gather_concat, is_main_process
-from mmrobust.engine.checkpoint import load_checkpoint, load_model_state, write_json_atomic
+from mmrobust.engine.checkpoint import load_checkpoint, load_model_state
 from mmrobust.losses.mad import WEIGHTINGS, MarginAwareDistillation
-from mmrobust.methods.base import METHODS, EpochContext, Method, MethodContext, StepOutput, TrainState
+from mmrobust.methods.base import METHODS, EpochContext, Method, MethodContext, StepOutput, TrainState, frozen
 from mmrobust.methods.full import Full
 from mmrobust.methods.mar_mining import SIGNALS, WeakCombinationMiner
 from mmrobust.methods.modality_dropout import ModalityDropout
@@ -176,14 +177,7 @@ class MMANet(Method):
         if is_main_process():
             write_json_atomic(provenance, self.context.run_dir / "teacher.json")
         log.info("MMANet teacher (%s): %s", source, provenance)
-        return teacher.requires_grad_(False).eval()
-
-    def train(self, mode: bool = True) -> MMANet:
-        """Switch the method's trainable parts; the teacher stays in eval mode."""
-        super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()
-        return self
+        return frozen(teacher)
 
     def full_loss_epoch(self) -> int:
         """MAD and MAR start at ``begin_epoch``."""

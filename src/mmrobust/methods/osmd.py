@@ -2,7 +2,7 @@
 
 Train with the ordinary modality ``x_o`` and the privileged ``x_p``; deploy with ``x_o`` only. ``prepare``
 pretrains (or loads) a model on the ordinary modality alone and one on the privileged modality alone,
-initializes φ_o and φ_s of the deployment network (:class:`~mmrobust.methods.osmd_model.OSMDEncoder`) from
+initializes φ_o and φ_s of the deployment network (:class:`~mmrobust.models.osmd_encoder.OSMDEncoder`) from
 the first and keeps φ_p and its head f_p (the second, frozen). Then one stage of::
 
     L = η L_TTL + α L_JDN + β L_CTN,   η = 1
@@ -31,14 +31,15 @@ from torch import nn
 
 from mmrobust.batch import Batch
 from mmrobust.distributed import all_gather_with_grad, all_reduce_sum, gather_concat
-from mmrobust.engine.gradnorm import GradNorm
+from mmrobust.losses.gradnorm import GradNorm
 from mmrobust.losses.kd import hint_loss, rkd_loss
 from mmrobust.losses.mmd import jdn_loss
-from mmrobust.methods.base import METHODS, Method, MethodContext, StepOutput, TrainState
-from mmrobust.methods.osmd_model import TRANSLATORS, OSMDEncoder, OSMDParts, plain_model
-from mmrobust.methods.privileged import frozen, pretrained_model, resolve_roles
+from mmrobust.methods.base import METHODS, Method, MethodContext, StepOutput, TrainState, frozen
+from mmrobust.methods.privileged import pretrained_model
 from mmrobust.models.multimodal import MultimodalModel
+from mmrobust.models.osmd_encoder import TRANSLATORS, OSMDEncoder, OSMDParts, plain_model
 from mmrobust.registry import ConfigError
+from mmrobust.roles import resolve_roles
 
 log = logging.getLogger(__name__)
 TASK_WEIGHTS = {"transfer": "alpha", "translation": "beta"}
@@ -218,12 +219,6 @@ class OSMD(Method):
         if self.transfer_name == "relation":
             return RelationTransfer()
         return None
-
-    def train(self, mode: bool = True) -> OSMD:
-        super().train(mode)
-        if self.privileged_model is not None:
-            self.privileged_model.eval()  # frozen: BatchNorm keeps its pretrained statistics
-        return self
 
     # --------------------------------------------------------------------------------------- training
     def forward(self, model: MultimodalModel, batch: Batch, state: TrainState) -> StepOutput:

@@ -1,26 +1,22 @@
-"""Learning with a privileged modality: roles, the ``ordinary`` runner, the deployed network, helpers.
+"""Learning with a privileged modality: the deployed network and helpers.
 
 A run declares its **ordinary** modalities (present at deployment) and its **privileged** ones (training
-only) in the method config, ``method.ordinary: [rgb]``, ``method.privileged: [depth]``; every other modality
-of the dataset is ignored. Defaults: ordinary = the first modality, privileged = the first modality that is
-not ordinary. The methods that use them (``osmd``, ``kd_*``, ``ordinary_only``) train a model that takes the
-ordinary modalities only:
+only), see ``mmrobust.roles``. The methods that use them (``osmd``, ``kd_*``, ``ordinary_only``) train a
+model that takes the ordinary modalities only:
 
-- the ``ordinary`` runner evaluates exactly the non-empty subsets of the ordinary modalities (one row for a
-  single ordinary modality), so neither the report nor ``mmrobust eval`` shows inputs the deployed model
-  never takes;
+- the ``ordinary`` runner (``mmrobust.runners``) evaluates exactly the non-empty subsets of the ordinary
+  modalities (one row for a single ordinary modality), so neither the report nor ``mmrobust eval`` shows
+  inputs the deployed model never takes;
 - :func:`export_deployed` returns the deployed network as a module whose inputs are the ordinary
   modalities only;
 - :func:`pretrained_model` trains (or loads) a model restricted to a subset, for teachers and pretrained
-  encoders, and :func:`frozen` freezes it.
+  encoders, and :func:`~mmrobust.methods.base.frozen` freezes it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -30,57 +26,8 @@ from mmrobust.engine.checkpoint import load_checkpoint, load_model_state
 from mmrobust.methods.base import METHODS, Method, MethodContext, StepOutput, TrainState
 from mmrobust.methods.full import Full
 from mmrobust.models.multimodal import MultimodalModel
-from mmrobust.registry import ConfigError
-from mmrobust.runners import RUNNERS, Job
-from mmrobust.subsets import all_subsets, subset_from_names
+from mmrobust.roles import resolve_roles
 from mmrobust.tasks import Task
-
-
-@dataclass(frozen=True)
-class Roles:
-    """The ordinary and privileged modalities of a run and their bitmasks over the modality order."""
-
-    modalities: tuple[str, ...]
-    ordinary: tuple[str, ...]
-    privileged: tuple[str, ...]
-
-    @property
-    def ordinary_subset(self) -> int:
-        return subset_from_names(self.ordinary, self.modalities)
-
-    @property
-    def privileged_subset(self) -> int:
-        return subset_from_names(self.privileged, self.modalities)
-
-    def ordinary_subsets(self) -> list[int]:
-        """Every non-empty subset of the ordinary modalities (papers' order)."""
-        return [s for s in all_subsets(len(self.modalities)) if s & ~self.ordinary_subset == 0]
-
-
-def resolve_roles(
-    modalities: Sequence[str], ordinary: Sequence[str] | None = None, privileged: Sequence[str] | None = None
-) -> Roles:
-    """Validate the declared roles and fill the defaults (see the module docstring)."""
-    modalities = tuple(modalities)
-    ordinary = tuple(ordinary) if ordinary else modalities[:1]
-    if privileged is None:
-        privileged = tuple(m for m in modalities if m not in ordinary)[:1]
-    privileged = tuple(privileged)
-    for key, names in (("ordinary", ordinary), ("privileged", privileged)):
-        unknown = [m for m in names if m not in modalities]
-        if unknown:
-            raise ConfigError(f"method.{key}: unknown modalities {unknown}; valid modalities: {list(modalities)}")
-    if set(ordinary) & set(privileged):
-        raise ConfigError(f"method.ordinary {list(ordinary)} and method.privileged {list(privileged)} overlap")
-    return Roles(modalities, ordinary, privileged)
-
-
-@RUNNERS.register("ordinary")
-def ordinary_runner(modalities: tuple[str, ...], method: Mapping[str, Any] | None = None) -> list[Job]:
-    """One model, evaluated on the subsets of the ordinary modalities only (``method.ordinary``)."""
-    spec = method or {}
-    roles = resolve_roles(modalities, spec.get("ordinary"), spec.get("privileged"))
-    return [Job(tuple(roles.ordinary_subsets()), Path("."))]
 
 
 class DeployedModel(nn.Module):
@@ -117,12 +64,6 @@ def export_deployed(model: MultimodalModel, ordinary: Sequence[str]) -> Deployed
     if unknown or not ordinary:
         raise ValueError(f"ordinary modalities {list(ordinary)} are not modalities of the model {model.modalities}")
     return DeployedModel(model, ordinary)
-
-
-def frozen(module: nn.Module) -> nn.Module:
-    """Freeze a module's parameters and put it in eval mode (a teacher, a pretrained privileged network)."""
-    module.requires_grad_(False)
-    return module.eval()
 
 
 def pretrained_model(

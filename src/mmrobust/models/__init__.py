@@ -5,6 +5,7 @@ from mmrobust.models.fusion import FUSIONS
 from mmrobust.models.heads import HEADS
 from mmrobust.models.multimodal import MultimodalModel, build_model
 from mmrobust.models.necks import NECKS
+from mmrobust.models.osmd_encoder import OSMDEncoder
 from mmrobust.models.resnet import ResNet, load_pretrained
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "HEADS",
     "NECKS",
     "MultimodalModel",
+    "OSMDEncoder",
     "ResNet",
     "build_model",
     "load_pretrained",
