@@ -30,6 +30,7 @@ from mmrobust.data.base import DatasetLayoutError
 from mmrobust.engine.checkpoint import CheckpointError, load_model_state
 from mmrobust.registry import ConfigError
 from tests.conftest import MMROBUST, TINY_CLI, tiny_dataset, tiny_model
+from tests.data.fake_seg_layouts import make_nyuv2, write_png8
 from tests.errors.layouts import (
     MODALITIES,
     bad_checkpoint,
@@ -128,6 +129,35 @@ def replace_file(rel: str, write: Callable[[Path], object]) -> Callable[[Path], 
         write(root / rel)
 
     return setup
+
+
+def nyu_damage(kind: str) -> Callable[[Path], None]:
+    """Damage the first training sample of a fake NYUv2 layout: a label map of another size, label values
+    above 40, or an 8-bit depth PNG where 16-bit is expected."""
+
+    def setup(root: Path) -> None:
+        name = (root / "train.txt").read_text().split()[0]
+        label, depth = root / "train" / "labels_40" / f"{name}.png", root / "train" / "depth" / f"{name}.png"
+        if kind == "label_size":
+            write_png8(label, np.zeros((8, 8)))
+        elif kind == "label_values":
+            write_png8(label, np.full(np.asarray(Image.open(label)).shape, 41))
+        else:
+            write_png8(depth, np.asarray(Image.open(depth)) // 256)
+
+    return setup
+
+
+def nyu_train(damage: Callable[[Path], None] | None, *extra: str) -> Callable[[Path], list[str]]:
+    def argv(tmp: Path) -> list[str]:
+        root = make_nyuv2(tmp / "nyu")
+        if damage is not None:
+            damage(root)
+        return ["train", "dataset=nyuv2", f"dataset.root={root}", "dataset.size=[32,48]", "dataset.augment=null",
+                "model=seg_small", "trainer.max_epochs=1", "trainer.batch_size=4", "trainer.progress=false",
+                "trainer.tensorboard=false", "dataset.strict=true", *extra, f"hydra.run.dir={tmp / 'run'}"]
+
+    return argv
 
 
 def eval_of(kind: str) -> Callable[[Path], list[str]]:
@@ -304,6 +334,13 @@ BAD: list[Bad] = [
     Bad("eval a folder without run", lambda tmp: ["eval", str(tmp)], r"not an mmrobust run directory", None),
     Bad("eval bad split", lambda tmp: ["eval", str(tmp), "--split", "holdout"], r"invalid choice: 'holdout'"),
     Bad("eval no path", lambda tmp: ["eval"], r"required: path"),
+    # ---- segmentation (fake NYUv2 layout)
+    Bad("seg label map of another size", nyu_train(nyu_damage("label_size")), r"labels_40/\d+\.png is 8x8 but its rgb file .* is 32x48", None),
+    Bad("seg label values outside the classes", nyu_train(nyu_damage("label_values")), r"labels_40/\d+\.png has values 41 outside the classes", None),
+    Bad("seg depth PNG not 16-bit", nyu_train(nyu_damage("depth_8bit")), r"depth/\d+\.png is not a 16-bit greyscale PNG", None),
+    Bad("seg method without segmentation", nyu_train(None, "method=arl"), r"arl does not support segmentation \(.+\)", None),
+    Bad("seg bona fide class", nyu_train(None, "eval.bona_fide_class=1"), r"eval\.bona_fide_class", None),
+    Bad("seg root missing", lambda tmp: ["train", "dataset=nyuv2", f"dataset.root={tmp / 'none'}"], r"none", None),
     # ---- report, commands, environment
     Bad("report without results", lambda tmp: ["report", str(tmp)], r"no results\.json", None),
     Bad("unknown command", lambda tmp: ["bogus"], r"unknown command 'bogus'; valid commands: train"),
