@@ -35,8 +35,9 @@ def train(overrides: Sequence[str] = (), run_dir: str | Path = "outputs/api") ->
     return run({str(k): v for k, v in cfg.items() if k != "hydra"}, run_dir)
 
 
-def evaluate(path: str | Path, split: str = "test") -> dict[str, Any]:
-    """Re-evaluate a run directory or a checkpoint on every subset."""
+def evaluate(path: str | Path, split: str | Sequence[str] | None = None) -> dict[str, Any]:
+    """Re-evaluate a run directory or a checkpoint on every subset, on ``split`` (default: the run's
+    ``eval.splits``)."""
     from mmrobust.experiment import evaluate as evaluate_run
 
     return evaluate_run(path, split)

@@ -1,7 +1,7 @@
 """``mmrobust`` command line.
 
 mmrobust train [hydra overrides ...] [--multirun]    train + every-subset evaluation + report
-mmrobust eval RUN_DIR|CHECKPOINT [--split test]      re-evaluate every subset
+mmrobust eval RUN_DIR|CHECKPOINT [--split S ...]     re-evaluate every subset (default: the run's eval.splits)
 mmrobust report DIR [DIR ...] [--out DIR]            aggregate runs (mean ± std over seeds)
 mmrobust data check [hydra overrides ...]            what is present, missing and expected
 mmrobust analyze dmrnet RUN [RUN ...] [--out DIR]    DMRNet figures: σ² per subset, D_channel, α sweep
@@ -59,8 +59,14 @@ def dispatch(args: list[str]) -> None:
     elif command == "eval":
         parser = ArgumentParser(prog="mmrobust eval", description="Re-evaluate a run on every modality subset.")
         parser.add_argument("path", help="run directory or checkpoint file")
-        parser.add_argument("--split", default="test", choices=["train", "val", "test"])
-        parser.add_argument("--out", default=None, help="output folder (default RUN_DIR/eval_SPLIT)")
+        parser.add_argument(
+            "--split",
+            action="append",
+            default=None,
+            choices=["train", "val", "test"],
+            help="a split to evaluate (repeat for several; default: the run's eval.splits)",
+        )
+        parser.add_argument("--out", default=None, help="output folder (default RUN_DIR/eval_<splits>)")
         ns = parser.parse_args(rest)
         from mmrobust.experiment import evaluate
 

@@ -77,7 +77,8 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
-    resume: bool = False
+    resume: bool = False  # continue the run in the run folder (only RESUME_MUTABLE keys may differ)
+    overwrite: bool = False  # delete the earlier run in the run folder and start again
 
 
 def register_schema() -> None:

@@ -6,22 +6,35 @@ run directory or one checkpoint (``mmrobust eval``).
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
+import torch
 from lightning.fabric import Fabric
-from lightning.fabric.loggers import CSVLogger, TensorBoardLogger
+from lightning.fabric.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from mmrobust.config import RunConfig, validate_against_data, validate_run_config
 from mmrobust.data import DATASETS, MultimodalDataset
 from mmrobust.data.base import SPLITS
-from mmrobust.engine.checkpoint import load_checkpoint, load_model_state, write_json_atomic, write_text_atomic
+from mmrobust.engine.checkpoint import (
+    clean_orphan_temps,
+    load_checkpoint,
+    load_model_state,
+    write_json_atomic,
+    write_text_atomic,
+)
+from mmrobust.engine.faults import fault_point
+from mmrobust.engine.metrics_log import MetricsCSV
+from mmrobust.engine.run_folder import prepare_run_folder
+from mmrobust.engine.run_lock import RunFolderError, RunLock
 from mmrobust.engine.trainer import FitResult, Trainer
 from mmrobust.evaluation.report import result_rows, write_report
 from mmrobust.methods import METHODS, Method, MethodContext
@@ -105,7 +118,8 @@ def make_fabric(cfg: RunConfig) -> Fabric:
 
 
 def loggers_for(folder: Path, tensorboard: bool) -> list[Any]:
-    loggers: list[Any] = [CSVLogger(root_dir=str(folder), name="logs", version="")]
+    """``logs/metrics.csv`` (appended row by row, kept across kills and resumes) and optionally TensorBoard."""
+    loggers: list[Any] = [MetricsCSV(folder / "logs" / "metrics.csv")]
     if tensorboard:
         loggers.append(TensorBoardLogger(root_dir=str(folder), name="logs", version="tensorboard"))
     return loggers
@@ -117,6 +131,60 @@ def log_to(loggers: list[Any]) -> Callable[[dict[str, float], int], None]:
             logger.log_metrics(metrics, step)
 
     return log
+
+
+def truncate_logs(loggers: list[Any]) -> Callable[[int], None]:
+    """``Trainer.on_restore``: drop the CSV rows of steps after the one training continues from."""
+
+    def truncate(step: int) -> None:
+        for logger in loggers:
+            if isinstance(logger, MetricsCSV):
+                dropped = logger.truncate_after(step)
+                if dropped:
+                    log.info("%s: dropped %d rows after step %d (trained again)", logger.path, dropped, step)
+
+    return truncate
+
+
+@contextmanager
+def claimed_run_folder(fabric: Fabric, run_dir: Path, cfg: RunConfig, resolved: Any) -> Iterator[None]:
+    """Hold ``run_dir`` for this run: take its lock (rank 0), clean orphan temp files, apply the folder policy
+    (``engine.run_folder``: refuse a used folder unless resume/overwrite, validate a resume); every process
+    stops with the same one line when rank 0 refuses. The lock is released when the block exits, also on an
+    exception. ``config.yaml`` is written later, once the config has built a model and a method
+    (``train_and_evaluate``): a run that fails on its config does not leave a used folder behind."""
+    lock = RunLock(run_dir)
+    refusal: str | None = None
+    if fabric.is_global_zero:
+        try:
+            lock.acquire()
+            removed = clean_orphan_temps(run_dir)
+            if removed:
+                log.info("removed %d orphan temporary files in %s", len(removed), run_dir)
+            saved_path = run_dir / "config.yaml"
+            saved = OmegaConf.to_container(OmegaConf.load(saved_path)) if saved_path.is_file() else None
+            prepare_run_folder(run_dir, resume=cfg.resume, overwrite=cfg.overwrite, saved_config=saved, config=resolved)
+        except RunFolderError as error:
+            lock.release()
+            refusal = str(error)
+            if fabric.world_size == 1:
+                raise
+    if fabric.world_size > 1:
+        refusal = fabric.broadcast(refusal, src=0)
+    if refusal is not None:
+        raise RunFolderError(refusal)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def write_point(name: str, write: Callable[[], Any]) -> Any:
+    """A write of the run with the kill -9 test hook around it (``engine.faults``)."""
+    fault_point("before", name)
+    out = write()
+    fault_point("after", name)
+    return out
 
 
 def runner_jobs(method_cfg: dict[str, Any], modalities: tuple[str, ...]) -> list[Job]:
@@ -140,8 +208,41 @@ def check_method_task(method_cfg: dict[str, Any], task: Task) -> None:
         )
 
 
-def build_job_model(cfg: RunConfig, data: Data) -> MultimodalModel:
-    return build_model(cfg.model, data.modalities, data.train.shapes, data.train.num_classes)
+def build_job_model(cfg: RunConfig, data: Data, *, plain: bool = False) -> MultimodalModel:
+    """The model a run trains: built from ``job_model_config`` (the architecture the method declares), so
+    training, ``mmrobust eval`` and the analyses all build the same model. ``plain``: from ``cfg.model`` as
+    given, without the method's changes (``MethodContext.build_model``: teachers, pretrained helpers)."""
+    config = dict(cfg.model) if plain else job_model_config(cfg, data)
+    return build_model(config, data.modalities, data.train.shapes, data.train.num_classes)
+
+
+def job_model_config(cfg: RunConfig, data: Data) -> dict[str, Any]:
+    """``method.model_config(cfg.model)``: the model config the method trains (e.g. DMRNet's probabilistic neck,
+    OS-MD's encoders), the one saved in ``config.yaml``. Idempotent, so a saved config maps to itself.
+
+    The method is built here only to declare its architecture (its sub-model training is unavailable), under a
+    forked RNG so that the model that follows gets the same initialization as without this call.
+    """
+    method_cfg = dict(cfg.method)
+    if "name" not in method_cfg:
+        raise ConfigError("method.name: required key is missing")
+    check_method_task(method_cfg, data.task)  # an unsuited method says so before its constructor runs
+
+    def no_fit(*args: Any, **kwargs: Any) -> Path:
+        raise RuntimeError("a method may not train sub-models while it declares its model config")
+
+    context = MethodContext(
+        modalities=data.modalities,
+        num_classes=data.train.num_classes,
+        task=data.task,
+        build_model=lambda: build_job_model(cfg, data, plain=True),
+        fit=no_fit,
+        run_dir=Path(),
+    )
+    options = {k: v for k, v in method_cfg.items() if k not in META_KEYS}
+    with torch.random.fork_rng(devices=[]):
+        method = METHODS.build(str(method_cfg["name"]), options, where="method", context=context)
+    return method.model_config(copy.deepcopy(dict(cfg.model)))
 
 
 def run(
@@ -149,42 +250,80 @@ def run(
 ) -> dict[str, Any]:
     """Train every model the method's runner asks for, evaluate every subset and write the report.
 
-    Returns the results dict also saved as ``results.json``.
+    The run folder is locked for the whole run (a second run on it refuses) and may not hold an earlier run
+    unless ``resume=true`` (validated against its ``config.yaml``) or ``overwrite=true``; see
+    ``engine.run_folder``. Returns the results dict also saved as ``results.json``.
     """
     cfg = to_run_config(config)
     run_dir = Path(run_dir)
     fabric = fabric or make_fabric(cfg)
+    resolved = cast(dict[str, Any], OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
     data = build_data(cfg)
+    resolved["model"] = job_model_config(cfg, data)  # the architecture the method trains: eval rebuilds it
+    with claimed_run_folder(fabric, run_dir, cfg, resolved):
+        return train_and_evaluate(cfg, run_dir, fabric, resolved, data)
+
+
+def build_method(
+    cfg: RunConfig,
+    data: Data,
+    folder: Path,
+    model: MultimodalModel,
+    fit: Callable[..., Path],
+    before_prepare: Callable[[], None] | None = None,
+) -> Method:
+    """The method of ``cfg`` for the model trained in ``folder``, prepared on ``model`` (built by
+    ``build_job_model``: the architecture the method declares); ``fit`` trains (or, for evaluation, finds) the
+    method's helper models. ``before_prepare`` runs between building (which checks the method's keys) and
+    preparing (which may train a teacher)."""
+    method_cfg = dict(cfg.method)
+    context = MethodContext(
+        modalities=data.modalities,
+        num_classes=data.train.num_classes,
+        task=data.task,
+        build_model=lambda: build_job_model(cfg, data, plain=True),
+        fit=fit,
+        run_dir=folder,
+    )
+    method = METHODS.build(
+        method_cfg["name"],
+        {k: v for k, v in method_cfg.items() if k not in META_KEYS},
+        where="method",
+        context=context,
+    )
+    if before_prepare is not None:
+        before_prepare()
+    method.prepare(model)
+    return method
+
+
+def train_and_evaluate(
+    cfg: RunConfig, run_dir: Path, fabric: Fabric, resolved: Any, data: Data | None = None
+) -> dict[str, Any]:
+    """The body of ``run`` (the folder claimed): train each job, evaluate val and ``eval.splits``, report."""
+    data = build_data(cfg) if data is None else data
     method_cfg = dict(cfg.method)
     if "name" not in method_cfg:
         raise ConfigError("method.name: required key is missing")
     jobs = runner_jobs(method_cfg, data.modalities)
     check_method_task(method_cfg, data.task)  # fail on an unknown or unsuited method before any training
-    resolved = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
-    if fabric.is_global_zero:
-        write_text_atomic(OmegaConf.to_yaml(resolved), run_dir / "config.yaml")
-    metrics: dict[str, dict[int, SubsetMetric]] = {"val": {}, "test": {}}
+    splits = eval_splits(cfg)
+    metrics: dict[str, dict[int, SubsetMetric]] = {s: {} for s in splits}
     fits = {}
+    written: list[bool] = []
+
+    def write_config() -> None:  # once, when the first model and method are built: the run starts
+        if fabric.is_global_zero and not written:
+            write_point("config.yaml", lambda: write_text_atomic(OmegaConf.to_yaml(resolved), run_dir / "config.yaml"))
+        written.append(True)
+
     for job in jobs:
         folder = run_dir / job.folder
         provenance = {"config": resolved, "job": str(job.folder), "task": data.task.describe()}
         fabric.seed_everything(cfg.seed, verbose=False)
         model = build_job_model(cfg, data)
-        context = MethodContext(
-            modalities=data.modalities,
-            num_classes=data.train.num_classes,
-            task=data.task,
-            build_model=lambda: build_job_model(cfg, data),
-            fit=partial(fit_submodel, cfg, fabric, data, folder, provenance),
-            run_dir=folder,
-        )
-        method = METHODS.build(
-            method_cfg["name"],
-            {k: v for k, v in method_cfg.items() if k not in META_KEYS},
-            where="method",
-            context=context,
-        )
-        method.prepare(model)
+        fit_helper = partial(fit_submodel, cfg, fabric, data, folder, provenance)
+        method = build_method(cfg, data, folder, model, fit_helper, before_prepare=write_config)
         trainer, fit = fit_model(
             cfg, fabric, data, folder, model, method, provenance, restrict_to=job.restrict_to, select=job.subsets
         )
@@ -194,15 +333,21 @@ def run(
             "selected_from_epoch": fit.selected_from_epoch,
         }
         load_model_state(model, load_checkpoint(fit.best_path)["model"], fit.best_path)
-        for split in ("val", "test"):
+        for split in splits:
             metrics[split] |= trainer.evaluate(model, getattr(data, split), list(job.subsets))
-        if fabric.is_global_zero and len(data.test):
-            examples = trainer.collate(data.test)([data.test[i] for i in range(min(4, len(data.test)))])
+        shown = getattr(data, cfg.eval.splits[0])
+        if fabric.is_global_zero and len(shown):
+            examples = trainer.collate(shown)([shown[i] for i in range(min(4, len(shown)))])
             data.task.save_examples(model, examples.to(fabric.device), list(job.subsets), folder / "examples.png")
     results = summarize(cfg, data, metrics, resolved) | {"fits": fits}
     if fabric.is_global_zero:
-        write_outputs(results, run_dir)
+        write_outputs(results, run_dir, list(cfg.eval.splits))
     return results
+
+
+def eval_splits(cfg: RunConfig, splits: Sequence[str] | None = None) -> list[str]:
+    """The splits evaluated after training: ``val`` (thresholds, the selection record) then ``eval.splits``."""
+    return ["val", *[s for s in (splits or cfg.eval.splits) if s != "val"]]
 
 
 def fit_model(
@@ -236,6 +381,7 @@ def fit_model(
         restrict_to=restrict_to,
         provenance=provenance,
         log_fn=log_to(loggers),
+        on_restore=truncate_logs(loggers),
     )
     fit = trainer.fit(model, method, data.train, data.val, resume=cfg.resume)
     for logger in loggers:
@@ -272,9 +418,7 @@ def fit_submodel(
     return fit.best_path
 
 
-def summarize(
-    cfg: RunConfig, data: Data, metrics: dict[str, dict[int, SubsetMetric]], resolved: Any
-) -> dict[str, Any]:
+def summarize(cfg: RunConfig, data: Data, metrics: dict[str, dict[int, SubsetMetric]], resolved: Any) -> dict[str, Any]:
     """Scores per subset on every split; PAD thresholds fixed on validation when asked."""
     thresholds = None
     if cfg.eval.threshold == "val":
@@ -307,16 +451,35 @@ def summarize(
     }
 
 
-def write_outputs(results: dict[str, Any], run_dir: Path) -> None:
-    write_json_atomic(results, run_dir / "results.json")
-    rows = result_rows([results], split="test")
-    paths = write_report(rows, results["modalities"], run_dir, stem="table")
-    print(paths["markdown"].read_text())
-    print(f"saved: {', '.join(str(p) for p in paths.values())}")
+def write_tables(results: dict[str, Any], out: Path, splits: Sequence[str]) -> None:
+    """``table.*`` for the first of ``splits``, ``table_<split>.*`` for the others; printed."""
+    saved = []
+    for i, split in enumerate(splits):
+        rows = result_rows([results], split=split)
+        paths = write_report(rows, results["modalities"], out, stem=f"table_{split}" if i else "table")
+        if len(splits) > 1:
+            print(f"{split} split:")
+        print(paths["markdown"].read_text())
+        saved += [str(p) for p in paths.values()]
+    print(f"saved: {', '.join(saved)}")
 
 
-def evaluate(path: str | Path, split: str = "test", out_dir: str | Path | None = None) -> dict[str, Any]:
-    """Re-evaluate a finished run directory (every model of its runner) or a single checkpoint."""
+def write_outputs(results: dict[str, Any], run_dir: Path, splits: Sequence[str] = ("test",)) -> None:
+    """``results.json`` then the tables of ``splits`` (write points of the kill -9 test hook)."""
+    write_point("results.json", lambda: write_json_atomic(results, run_dir / "results.json"))
+    write_point("table", lambda: write_tables(results, run_dir, splits))
+
+
+def evaluate(
+    path: str | Path, split: str | Sequence[str] | None = None, out_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """Re-evaluate a finished run directory (every model of its runner) or a single checkpoint.
+
+    ``split``: one split name or several; default the run's ``eval.splits``. Validation is always evaluated
+    too (PAD thresholds); ``results.json`` holds the requested splits only, in ``out_dir`` (default
+    ``RUN_DIR/eval_<splits>``). The model is rebuilt as the run trained it, from the architecture its method
+    declares (``method.model_config``: DMRNet's probabilistic neck, OS-MD's encoders); nothing is trained.
+    """
     path = Path(path)
     if path.is_dir():
         ckpt_paths = None
@@ -328,31 +491,37 @@ def evaluate(path: str | Path, split: str = "test", out_dir: str | Path | None =
     else:
         ckpt = load_checkpoint(path)
         cfg = to_run_config(ckpt["provenance"]["config"])
-        ckpt_paths = {Path(ckpt["provenance"].get("job", ".")): path}
+        job_folder = Path(ckpt["provenance"].get("job", "."))
+        ckpt_paths = {job_folder: path}
         run_dir = path.parent.parent
-    if split not in SPLITS:
-        raise ConfigError(f"split: expected one of {list(SPLITS)}, got {split!r}")
+        for _ in job_folder.parts:  # checkpoints of a job live in RUN_DIR/<job>/checkpoints/
+            run_dir = run_dir.parent
+    requested = [split] if isinstance(split, str) else list(split or cfg.eval.splits)
+    for s in requested:
+        if s not in SPLITS:
+            raise ConfigError(f"split: expected one of {list(SPLITS)}, got {s!r}")
+    requested = list(dict.fromkeys(requested))
     cfg.trainer.devices, cfg.trainer.num_nodes, cfg.trainer.strategy = 1, 1, "auto"
     fabric = make_fabric(cfg)
     data = build_data(cfg)
     jobs = runner_jobs(cfg.method, data.modalities)
-    metrics: dict[str, dict[int, SubsetMetric]] = {"val": {}, split: {}}
+    splits = eval_splits(cfg, requested)
+    metrics: dict[str, dict[int, SubsetMetric]] = {s: {} for s in splits}
     for job in jobs:
         if ckpt_paths is not None and job.folder not in ckpt_paths:
             continue
-        best = ckpt_paths[job.folder] if ckpt_paths else run_dir / job.folder / "checkpoints" / "best.ckpt"
-        model = build_job_model(cfg, data)
+        folder = run_dir / job.folder
+        best = ckpt_paths[job.folder] if ckpt_paths else folder / "checkpoints" / "best.ckpt"
+        model = build_job_model(cfg, data)  # the architecture the method declared (method.model_config)
         load_model_state(model, load_checkpoint(best)["model"], best)
-        trainer = Trainer(cfg.trainer, fabric, run_dir / job.folder, cfg.seed, task=data.task, log_fn=lambda m, s: None)
-        for s in ("val", split):
+        trainer = Trainer(cfg.trainer, fabric, folder, cfg.seed, task=data.task, log_fn=lambda m, s: None)
+        for s in splits:
             metrics[s] |= trainer.evaluate(model.to(fabric.device), getattr(data, s), list(job.subsets))
     resolved = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
     results = summarize(cfg, data, metrics, resolved)
-    out = Path(out_dir) if out_dir else run_dir / f"eval_{split}"
-    results["metrics"] = {split: results["metrics"][split]}
+    out = Path(out_dir) if out_dir else run_dir / f"eval_{'_'.join(requested)}"
+    results["metrics"] = {s: results["metrics"][s] for s in requested}
+    results["details"] = {s: results["details"][s] for s in requested}
     write_json_atomic(results, out / "results.json")
-    rows = result_rows([results], split=split)
-    paths = write_report(rows, results["modalities"], out, stem="table")
-    print(paths["markdown"].read_text())
-    print(f"saved: {', '.join(str(p) for p in paths.values())}")
+    write_tables(results, out, requested)
     return results

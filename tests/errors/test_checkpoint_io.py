@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import mmrobust.engine.checkpoint as ckpt_io
+import mmrobust.atomic_io as ckpt_io
 from mmrobust.engine.checkpoint import (
     CheckpointError,
     clean_orphan_temps,

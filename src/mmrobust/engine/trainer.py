@@ -2,17 +2,20 @@
 
 Per step: ``step = method(model, batch, state)`` -> ``fabric.backward(step.loss)`` -> gradient sync ->
 ``method.after_backward`` -> clip -> ``optimizer.step()`` -> log ``step.terms``. After each epoch:
-``method.on_epoch_end``, validation on every (selected) subset, an atomic ``last.ckpt`` and, when the
-validation score improves, ``best.ckpt``. The test split is never seen here.
+``method.on_epoch_end``, validation on every (selected) subset, when the validation score improves an atomic
+``best.ckpt``, then ``last.ckpt`` and ``history.json``. The test split is never seen here. ``fit`` is split
+into named steps: ``setup`` -> ``restore`` (resume) -> per epoch ``train_epoch`` -> ``validate_and_select`` ->
+``save_checkpoints``.
 
-Distributed training: Fabric launches the processes and owns the process group, devices and precision.
-Gradients are averaged with one flat all-reduce after the backward pass instead of wrapping the model in
-``DistributedDataParallel``: methods call the model's stages (encode / fuse / neck / head) separately and
-sometimes several times per step, which DDP's reducer (one forward per backward) does not allow. Each
-process sees ``batch_size / world_size`` samples of the same global batch as a single process would
-(``DistributedSampler`` with the same seed), and per-sample randomness is keyed by dataset index, so one
-process and N processes follow the same trajectory (up to float summation order) for models without
-BatchNorm. BatchNorm statistics are per process during an epoch and averaged across processes at its end.
+Distributed training: Fabric launches the processes and owns the process group, devices and precision; the
+collectives are those of ``mmrobust.distributed``. Gradients are averaged with one flat all-reduce after the
+backward pass instead of wrapping the model in ``DistributedDataParallel``: methods call the model's stages
+(encode / fuse / neck / head) separately and sometimes several times per step, which DDP's reducer (one
+forward per backward) does not allow. Each process sees ``batch_size / world_size`` samples of the same global
+batch as a single process would (``DistributedSampler`` with the same seed), and per-sample randomness is
+keyed by dataset index, so one process and N processes follow the same trajectory (up to float summation
+order) for models without BatchNorm. BatchNorm statistics are per process during an epoch and averaged across
+processes at its end.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -31,7 +34,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 from mmrobust.config import TrainerConfig
 from mmrobust.data.base import MultimodalDataset
 from mmrobust.data.collate import Collate
-from mmrobust.engine.checkpoint import load_checkpoint, save_atomic, write_json_atomic
+from mmrobust.distributed import all_reduce, average_buffers, broadcast_parameters, gather_concat, sync_gradients
+from mmrobust.engine.checkpoint import load_checkpoint, load_model_state, save_atomic, write_json_atomic
+from mmrobust.engine.faults import fault_point
 from mmrobust.engine.optim import build_optimizer, build_schedule
 from mmrobust.engine.progress import progress_bar
 from mmrobust.evaluation.evaluator import Predictions, evaluate_subsets, predict_subsets
@@ -58,6 +63,33 @@ class FitResult:
     selected_from_epoch: int = 0
 
 
+@dataclass
+class FitRun:
+    """What ``Trainer.fit`` carries from one step to the next (optimizer, data, selection state)."""
+
+    optimizer: torch.optim.Optimizer
+    schedule: Any
+    loader: DataLoader
+    sampler: DistributedSampler
+    params: list[torch.nn.Parameter]
+    state: TrainState
+    select_metric: str
+    sign: float  # +1 when a higher selection metric is better, -1 when lower
+    subsets: list[int]
+    select_from: int
+    last_path: Path
+    best_path: Path
+    start_epoch: int = 0
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: int | None = None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.loader)
+
+
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     """The torch seed of one epoch on one process: a resumed run re-seeds exactly as an uninterrupted one."""
     return (seed * 1_000_003 + epoch * 9_973 + rank) % (2**63 - 1)
@@ -74,6 +106,8 @@ class Trainer:
         task: what is predicted (collation of targets, validation metrics, the default selection metric).
         restrict_to: train and validate on this one subset only (the per-subset "customized" runner).
         log_fn: receives ``(metrics dict, step)``; defaults to Fabric's loggers.
+        on_restore: receives the global step training continues from (0 for a fresh start), before the first
+            epoch; the run's logs drop their rows of later steps there.
         provenance: plain values stored in every checkpoint (the resolved config, ...).
     """
 
@@ -88,6 +122,7 @@ class Trainer:
         restrict_to: int | None = None,
         provenance: dict[str, Any] | None = None,
         log_fn: Callable[[dict[str, float], int], None] | None = None,
+        on_restore: Callable[[int], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.fabric = fabric
@@ -97,6 +132,7 @@ class Trainer:
         self.restrict_to = restrict_to
         self.provenance = provenance or {}
         self.log_fn = log_fn or (lambda metrics, step: fabric.log_dict(metrics, step))
+        self.on_restore = on_restore
         if cfg.batch_size % fabric.world_size:
             raise ConfigError(
                 f"trainer.batch_size: {cfg.batch_size} is not divisible by the {fabric.world_size} processes"
@@ -172,14 +208,13 @@ class Trainer:
             subsets,
             device=self.fabric.device,
             encode_once=self.cfg.encode_once,
-            gather=self.gather,
+            gather=gather_concat,
             compact=self.task.compact,
         )
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fabric.world_size == 1:
-            return x
-        return cast(torch.Tensor, self.fabric.all_gather(x)).flatten(0, 1)  # [world, n, ...] -> [world·n, ...]
+        """Every process's ``x`` concatenated in rank order. Shape: ``[n, ...]`` -> ``[world·n, ...]``."""
+        return gather_concat(x)
 
     def select_metric(self) -> str:
         """The validation metric of model selection: ``trainer.select_metric`` or the task's default."""
@@ -222,113 +257,199 @@ class Trainer:
         *,
         resume: bool = False,
     ) -> FitResult:
+        """Train for ``trainer.max_epochs`` epochs (continuing ``last.ckpt`` when ``resume``); see the module
+        docstring. Reads top-down: setup -> restore -> per epoch (train_epoch -> validate_and_select ->
+        save_checkpoints)."""
+        run = self.setup(model, method, train_set)
+        if resume:
+            self.restore(run, model, method)
+        if self.on_restore is not None:
+            self.on_restore(run.state.step)  # logs: drop rows of steps that will be trained again
+        with progress_bar(enabled=self.cfg.progress and self.fabric.is_global_zero) as bar:
+            task = bar.add_task("train", total=max(self.cfg.max_epochs - run.start_epoch, 0) * run.steps_per_epoch)
+            for epoch in range(run.start_epoch, self.cfg.max_epochs):
+                sums = self.train_epoch(
+                    run, model, method, train_set, epoch, lambda text: bar.update(task, advance=1, description=text)
+                )
+                improved, score = self.validate_and_select(run, model, method, val_set, epoch, sums)
+                self.save_checkpoints(run, model, method, epoch, improved, score)
+        if resume:
+            self.check_best(run)
+        return FitResult(run.best_path, run.last_path, run.best_epoch, run.best_score, run.history, run.select_from)
+
+    def setup(self, model: MultimodalModel, method: Method, train_set: MultimodalDataset) -> FitRun:
+        """Devices, the same starting weights on every process, optimizer, loader, schedule, selection rule."""
         fabric, cfg = self.fabric, self.cfg
         select_metric = self.select_metric()
         model.to(fabric.device)
         method.to(fabric.device)
-        self.broadcast_parameters(model, method)
+        broadcast_parameters(model, method)
         params = [p for p in [*model.parameters(), *method.parameters()] if p.requires_grad]
         optimizer = cast(torch.optim.Optimizer, fabric.setup_optimizers(build_optimizer(params, cfg.optimizer)))
         loader, sampler = self.train_loader(train_set)
-        steps_per_epoch = len(loader)
-        schedule = build_schedule(optimizer, cfg.scheduler, steps_per_epoch, cfg.max_epochs)
-        state = TrainState(epoch=0, step=0, max_epochs=cfg.max_epochs, seed=self.seed)
-        best_score, best_epoch, history = -math.inf, -1, []
-        last_path, best_path = self.ckpt_dir / "last.ckpt", self.ckpt_dir / "best.ckpt"
-        start_epoch = 0
-        if resume and last_path.is_file():
-            ckpt = load_checkpoint(last_path)
-            model.load_state_dict(ckpt["model"])
-            method.load_state_dict(ckpt["method"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            schedule.load_state_dict(ckpt["scheduler"])
-            start_epoch, state.step = ckpt["epoch"] + 1, ckpt["step"]
-            best_score, best_epoch, history = ckpt["best_score"], ckpt["best_epoch"], list(ckpt["history"])
-            if fabric.is_global_zero:
-                log.info("resumed from %s after epoch %d", last_path, ckpt["epoch"])
-        subsets = self.selection_subsets(model.modalities)
-        select_from = self.selection_start(method)
-        sign = 1.0 if self.task.METRICS[select_metric].higher_is_better else -1.0
+        schedule = build_schedule(optimizer, cfg.scheduler, len(loader), cfg.max_epochs)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=False)
+        return FitRun(
+            optimizer=optimizer,
+            schedule=schedule,
+            loader=loader,
+            sampler=sampler,
+            params=params,
+            state=TrainState(epoch=0, step=0, max_epochs=cfg.max_epochs, seed=self.seed),
+            select_metric=select_metric,
+            sign=1.0 if self.task.METRICS[select_metric].higher_is_better else -1.0,
+            subsets=self.selection_subsets(model.modalities),
+            select_from=self.selection_start(method),
+            last_path=self.ckpt_dir / "last.ckpt",
+            best_path=self.ckpt_dir / "best.ckpt",
+        )
 
-        with progress_bar(enabled=cfg.progress and fabric.is_global_zero) as bar:
-            task = bar.add_task("train", total=(cfg.max_epochs - start_epoch) * steps_per_epoch)
-            for epoch in range(start_epoch, cfg.max_epochs):
-                state.epoch = epoch
-                torch.manual_seed(epoch_seed(self.seed, epoch, fabric.global_rank))
-                sampler.set_epoch(epoch)
-                model.train()
-                method.train()
-                sums: dict[str, float] = {}
-                for batch in loader:
-                    train_set.record_unreadable(batch.unreadable)
-                    batch = batch.to(fabric.device)
-                    if self.restrict_to is not None:
-                        batch = batch.restrict(self.restrict_to)
-                    terms = self.train_step(model, method, batch, state, optimizer, params, last_path)
-                    schedule.step()
-                    state.step += 1
-                    for k, v in terms.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                    if state.step % cfg.log_every_n_steps == 0:
-                        self.log_fn(
-                            {f"train/{k}": v for k, v in terms.items()} | {"lr": float(schedule.get_last_lr()[0])},
-                            state.step,
-                        )
-                    bar.update(
-                        task,
-                        advance=1,
-                        description=f"epoch {epoch + 1}/{cfg.max_epochs} loss {terms['loss']:.4f}",
-                    )
-                self.average_buffers(model, method)
-                ctx = EpochContext(
-                    validate=lambda s: self.predict(model, val_set, s), log=self.log_fn, run_dir=self.run_dir
-                )
-                method.on_epoch_end(model, state, ctx)
-                val = [m.scores()[select_metric] for m in self.evaluate(model, val_set, subsets).values()]
-                score = sum(val) / len(val)
-                record = {"epoch": epoch, "step": state.step} | {
-                    f"train/{k}": v / steps_per_epoch for k, v in sums.items()
-                }
-                record |= {f"val/avg_{select_metric}": score}
-                history.append(record)
-                self.log_fn({k: v for k, v in record.items() if k != "epoch"} | {"epoch": epoch}, state.step)
-                eligible = epoch >= select_from
-                improved = eligible and (sign * score > sign * best_score if best_epoch >= 0 else True)
-                if improved:
-                    best_score, best_epoch = score, epoch
-                ckpt = {
-                    "model": model.state_dict(),
-                    "method": method.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": schedule.state_dict(),
+    def restore(self, run: FitRun, model: MultimodalModel, method: Method) -> None:
+        """Continue from ``last.ckpt``: weights, method state, optimizer, schedule, step, selection and history.
+
+        A folder without ``last.ckpt`` (a sub-model that had not started) starts at epoch 0. ``history.json``
+        is rewritten from the checkpoint (a kill between ``last.ckpt`` and ``history.json`` left it behind).
+        """
+        if not run.last_path.is_file():
+            if self.fabric.is_global_zero:
+                log.info("resume: no %s yet; training %s from epoch 0", run.last_path, self.run_dir)
+            return
+        ckpt = load_checkpoint(run.last_path)
+        load_model_state(model, ckpt["model"], run.last_path)
+        method.load_state_dict(ckpt["method"])
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+        run.schedule.load_state_dict(ckpt["scheduler"])
+        run.start_epoch, run.state.step = ckpt["epoch"] + 1, ckpt["step"]
+        run.best_score, run.best_epoch, run.history = ckpt["best_score"], ckpt["best_epoch"], list(ckpt["history"])
+        run.resumed_from = ckpt["epoch"]
+        if self.fabric.is_global_zero:
+            history = run.history
+            self._write(
+                "history.json", ckpt["epoch"], lambda: write_json_atomic(history, self.run_dir / "history.json")
+            )
+            log.info("resumed from %s after epoch %d", run.last_path, ckpt["epoch"])
+
+    def train_epoch(
+        self,
+        run: FitRun,
+        model: MultimodalModel,
+        method: Method,
+        train_set: MultimodalDataset,
+        epoch: int,
+        advance: Callable[[str], None],
+    ) -> dict[str, float]:
+        """One pass over the training split; returns the sums of the step terms. BatchNorm statistics are
+        averaged over processes at the end."""
+        fabric, cfg, state = self.fabric, self.cfg, run.state
+        state.epoch = epoch
+        torch.manual_seed(epoch_seed(self.seed, epoch, fabric.global_rank))
+        run.sampler.set_epoch(epoch)
+        model.train()
+        method.train()
+        sums: dict[str, float] = {}
+        for batch in run.loader:
+            train_set.record_unreadable(batch.unreadable)
+            batch = batch.to(fabric.device)
+            if self.restrict_to is not None:
+                batch = batch.restrict(self.restrict_to)
+            terms = self.train_step(model, method, batch, state, run.optimizer, run.params, run.last_path)
+            run.schedule.step()
+            state.step += 1
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if state.step % cfg.log_every_n_steps == 0:
+                lr = float(run.schedule.get_last_lr()[0])
+                self.log_fn({f"train/{k}": v for k, v in terms.items()} | {"lr": lr}, state.step)
+            advance(f"epoch {epoch + 1}/{cfg.max_epochs} loss {terms['loss']:.4f}")
+        average_buffers(model, method)
+        return sums
+
+    def validate_and_select(
+        self,
+        run: FitRun,
+        model: MultimodalModel,
+        method: Method,
+        val_set: MultimodalDataset,
+        epoch: int,
+        sums: dict[str, float],
+    ) -> tuple[bool, float]:
+        """The method's epoch-end hook, the validation score (the selection metric averaged over the selection
+        subsets), the history record, and whether this epoch is the new best (only from ``select_from`` on)."""
+        state = run.state
+        ctx = EpochContext(validate=lambda s: self.predict(model, val_set, s), log=self.log_fn, run_dir=self.run_dir)
+        method.on_epoch_end(model, state, ctx)
+        val = [m.scores()[run.select_metric] for m in self.evaluate(model, val_set, run.subsets).values()]
+        score = sum(val) / len(val)
+        record = {"epoch": epoch, "step": state.step} | {f"train/{k}": v / run.steps_per_epoch for k, v in sums.items()}
+        record |= {f"val/avg_{run.select_metric}": score}
+        run.history.append(record)
+        self.log_fn({k: v for k, v in record.items() if k != "epoch"} | {"epoch": epoch}, state.step)
+        eligible = epoch >= run.select_from
+        improved = eligible and (run.sign * score > run.sign * run.best_score if run.best_epoch >= 0 else True)
+        if improved:
+            run.best_score, run.best_epoch = score, epoch
+        return improved, score
+
+    def save_checkpoints(
+        self, run: FitRun, model: MultimodalModel, method: Method, epoch: int, improved: bool, score: float
+    ) -> None:
+        """``best.ckpt`` (when improved), then ``last.ckpt``, then ``history.json``, from rank 0.
+
+        Best before last: a run killed between the two writes resumes from the previous ``last.ckpt`` and
+        redoes this epoch, rewriting the same ``best.ckpt``; ``last.ckpt`` never names a best epoch that
+        ``best.ckpt`` does not hold.
+        """
+        if self.fabric.is_global_zero:
+            model_state, method_state = model.state_dict(), method.state_dict()
+            if improved:
+                best = {
+                    "model": model_state,
+                    "method": method_state,
                     "epoch": epoch,
-                    "step": state.step,
-                    "best_score": best_score,
-                    "best_epoch": best_epoch,
-                    "history": history,
+                    "score": score,
                     "provenance": self.provenance,
                 }
-                if fabric.is_global_zero:
-                    # best before last: a run killed between the two writes resumes from the previous last.ckpt
-                    # and redoes this epoch, rewriting the same best.ckpt; last.ckpt never names a best epoch
-                    # that best.ckpt does not hold.
-                    if improved:
-                        save_atomic(
-                            {
-                                "model": ckpt["model"],
-                                "method": ckpt["method"],
-                                "epoch": epoch,
-                                "score": score,
-                                "provenance": self.provenance,
-                            },
-                            best_path,
-                        )
-                    save_atomic(ckpt, last_path)
-                    write_json_atomic(history, self.run_dir / "history.json")
-                fabric.barrier()
-        return FitResult(best_path, last_path, best_epoch, best_score, history, select_from)
+                self._write("best.ckpt", epoch, lambda: save_atomic(best, run.best_path))
+            last = {
+                "model": model_state,
+                "method": method_state,
+                "optimizer": run.optimizer.state_dict(),
+                "scheduler": run.schedule.state_dict(),
+                "epoch": epoch,
+                "step": run.state.step,
+                "best_score": run.best_score,
+                "best_epoch": run.best_epoch,
+                "history": run.history,
+                "provenance": self.provenance,
+            }
+            self._write("last.ckpt", epoch, lambda: save_atomic(last, run.last_path))
+            self._write("history.json", epoch, lambda: write_json_atomic(run.history, self.run_dir / "history.json"))
+        self.fabric.barrier()
+
+    @staticmethod
+    def _write(name: str, epoch: int, write: Callable[[], Any]) -> None:
+        fault_point("before", name, epoch)
+        write()
+        fault_point("after", name, epoch)
+
+    def check_best(self, run: FitRun) -> None:
+        """After a resumed fit: ``best.ckpt`` must hold the epoch the run selected. It does not only when the
+        interrupted run wrote ``best.ckpt`` for an epoch that, trained again after the resume (with a changed
+        ``max_epochs``, hence schedule), no longer improved; then the results describe ``best.ckpt``'s epoch."""
+        if run.best_epoch < 0 or not run.best_path.is_file():
+            return
+        best = load_checkpoint(run.best_path)
+        if best.get("epoch") != run.best_epoch:
+            if self.fabric.is_global_zero:
+                log.warning(
+                    "%s holds epoch %s, written before the resume, not the selected epoch %d: reporting epoch %s",
+                    run.best_path,
+                    best.get("epoch"),
+                    run.best_epoch,
+                    best.get("epoch"),
+                )
+            run.best_epoch, run.best_score = int(best["epoch"]), float(best["score"])
 
     def train_step(
         self,
@@ -340,12 +461,12 @@ class Trainer:
         params: list[torch.nn.Parameter],
         last_path: Path,
     ) -> dict[str, float]:
+        """Forward, a finiteness check agreed by every process, backward, gradient average, the method's
+        gradient hook, clipping and the optimizer step; returns the step's terms as floats."""
         fabric = self.fabric
         with fabric.autocast():
             step = method(model, batch, state)
-        finite = torch.isfinite(step.loss.detach()).float()
-        if fabric.world_size > 1:
-            finite = cast(torch.Tensor, fabric.all_reduce(finite, reduce_op="min"))
+        finite = all_reduce(torch.isfinite(step.loss.detach()).float(), "min")
         if not bool(finite):
             terms = {k: float(v) for k, v in step.terms.items()}
             kept = last_path if last_path.is_file() else "none yet"
@@ -354,41 +475,10 @@ class Trainer:
                 f"terms: {terms}; last good checkpoint kept: {kept}"
             )
         fabric.backward(step.loss)
-        self.sync_gradients(params)
+        sync_gradients(params)
         method.after_backward(model, state)
         if self.cfg.grad_clip > 0:
             fabric.clip_gradients(model, optimizer, max_norm=self.cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return {"loss": float(step.loss.detach())} | {k: float(v) for k, v in step.terms.items()}
-
-    # ---------------------------------------------------------------------------------- collectives
-    def sync_gradients(self, params: list[torch.nn.Parameter]) -> None:
-        """Average gradients over processes with one flat all-reduce (absent gradients count as zero)."""
-        if self.fabric.world_size == 1:
-            return
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        flat = cast(torch.Tensor, self.fabric.all_reduce(flat, reduce_op="mean"))
-        offset = 0
-        for p, g in zip(params, grads):
-            n = g.numel()
-            p.grad = flat[offset : offset + n].view_as(p).clone()
-            offset += n
-
-    def broadcast_parameters(self, *modules: torch.nn.Module) -> None:
-        """Start every process from rank 0's parameters and buffers."""
-        if self.fabric.world_size == 1:
-            return
-        for module in modules:
-            for t in [*module.parameters(), *module.buffers()]:
-                t.data.copy_(cast(torch.Tensor, self.fabric.broadcast(t.data, src=0)))
-
-    def average_buffers(self, *modules: torch.nn.Module) -> None:
-        """Average floating-point buffers (BatchNorm running statistics) over processes."""
-        if self.fabric.world_size == 1:
-            return
-        for module in modules:
-            for b in module.buffers():
-                if b.is_floating_point():
-                    b.copy_(cast(torch.Tensor, self.fabric.all_reduce(b, reduce_op="mean")))

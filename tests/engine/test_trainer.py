@@ -40,7 +40,18 @@ class NanFromEpoch(ModalityDropout):
         return step
 
 
-for _name, _cls in (("test_crash_once", CrashOnce), ("test_nan_from_epoch", NanFromEpoch)):
+class LateFullLoss(ModalityDropout):
+    """A method whose full loss starts at epoch 2 (as MMANet's MAD/MAR or DMRNet's HCR at begin_epoch)."""
+
+    def full_loss_epoch(self) -> int:
+        return 2
+
+
+for _name, _cls in (
+    ("test_crash_once", CrashOnce),
+    ("test_nan_from_epoch", NanFromEpoch),
+    ("test_late_full_loss", LateFullLoss),
+):
     if _name not in METHODS:
         METHODS.register(_name)(_cls)
 
@@ -159,3 +170,16 @@ def test_learning_rate_schedules():
 def test_trainer_settings_lightning_or_the_metrics_reject_name_the_keys(tmp_path, trainer, message):
     with pytest.raises(ConfigError, match=message):
         run(config({"name": "modality_dropout"}, epochs=1, **trainer), tmp_path)
+
+
+def test_selection_never_picks_an_epoch_before_the_full_loss_or_select_from_epoch(tmp_path):
+    late = run(config({"name": "test_late_full_loss"}, epochs=4), tmp_path / "late")
+    assert late["fits"]["."]["selected_from_epoch"] == 2
+    assert late["fits"]["."]["best_epoch"] >= 2
+    assert load_checkpoint(tmp_path / "late/checkpoints/best.ckpt")["epoch"] >= 2
+    pinned = run(config({"name": "modality_dropout"}, epochs=4, select_from_epoch=3), tmp_path / "pinned")
+    assert pinned["fits"]["."] | {"best_val_score": None} == {
+        "best_epoch": 3,
+        "best_val_score": None,
+        "selected_from_epoch": 3,
+    }

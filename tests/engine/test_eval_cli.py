@@ -1,0 +1,40 @@
+"""``mmrobust eval`` through the real CLI: the run's ``eval.splits`` by default, and a DMRNet run whose method
+changed the model's neck (it used to fail: the rebuilt model had no probabilistic neck)."""
+
+import json
+import subprocess
+
+import pytest
+
+from tests.conftest import MMROBUST, TINY_CLI
+
+pytestmark = pytest.mark.slow
+
+
+def mmrobust(args, env):
+    return subprocess.run([*MMROBUST, *args], env=env, capture_output=True, text=True, timeout=240)
+
+
+def test_eval_of_a_dmrnet_run_reproduces_its_metrics_on_the_run_eval_splits(tmp_path, cli_env):
+    run_dir = tmp_path / "dmrnet"  # method=dmrnet puts a probabilistic neck on a model configured without one
+    args = [
+        "train",
+        "dataset=synthetic",
+        *TINY_CLI,
+        "method=dmrnet",
+        "method.begin_epoch=1",
+        "eval.splits=[test,train]",
+    ]
+    out = mmrobust([*args, f"hydra.run.dir={run_dir}"], cli_env)
+    assert out.returncode == 0, out.stderr
+    trained = json.loads((run_dir / "results.json").read_text())["metrics"]
+    assert list(trained) == ["val", "test", "train"] and (run_dir / "table_train.md").is_file()
+    out = mmrobust(["eval", str(run_dir)], cli_env)
+    assert out.returncode == 0, out.stderr
+    again = json.loads((run_dir / "eval_test_train/results.json").read_text())["metrics"]
+    assert again == {"test": trained["test"], "train": trained["train"]}
+    out = mmrobust(
+        ["eval", str(run_dir / "checkpoints/best.ckpt"), "--split", "val", "--out", str(tmp_path / "v")], cli_env
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "v/results.json").read_text())["metrics"] == {"val": trained["val"]}
