@@ -15,11 +15,11 @@ from torch import nn
 from mmrobust import distributed as D
 from mmrobust.batch import Batch
 from mmrobust.methods import MethodContext, TrainState
+from mmrobust.methods.base import frozen
 from mmrobust.methods.distillation import RelationKD
 from mmrobust.methods.mmanet import MMANet
 from mmrobust.methods.osmd import OSMD
-from mmrobust.methods.privileged import frozen
-from tests.conftest import batch_of, tiny_dataset, tiny_model
+from tests.conftest import MLP, batch_of, tiny_dataset, tiny_model
 
 WORLD = 2
 GLOBAL_BATCH = 24
@@ -93,6 +93,7 @@ def build(case: str, folder: Path) -> tuple[nn.Module, nn.Module]:
             ordinary_checkpoint=str(folder / "ordinary.ckpt"),
             privileged_checkpoint=str(folder / "privileged.ckpt"),
         )
+        model = tiny_model(ds, method.model_config(MLP))  # the osmd encoders it declares; seeds itself
         torch.manual_seed(2)
         method.prepare(model)
     return model, method

@@ -138,21 +138,39 @@ def test_rerank_uses_each_later_epoch_and_the_state_survives_a_resume(tmp_path):
     assert [e["epoch"] for e in json.loads((tmp_path / SIGMA2_FILE).read_text())["epochs"]] == [0, 1]
 
 
-def test_prepare_replaces_an_identity_neck_keeps_a_probabilistic_one_and_rejects_others():
+def test_model_config_declares_the_probabilistic_neck_and_prepare_changes_no_module():
     ds = tiny_dataset()
-    model = tiny_model(ds)
     method = DMRNet(method_context(), neck={"name": "probabilistic_pooled"})
-    with pytest.raises(ConfigError, match="prepare"):
-        method(model, batch_of(ds, 4), TrainState())
+    declared = method.model_config(MLP)  # identity neck (unset) -> method.neck
+    assert declared == {**MLP, "neck": {"name": "probabilistic_pooled"}} and "neck" not in MLP  # MLP unchanged
+    assert method.model_config(declared) == declared  # idempotent: eval applies it to the saved config again
+    assert method.model_config({**MLP, "neck": {"name": "identity"}}) == declared
+    assert method.model_config(PROB) == PROB  # a probabilistic neck of the model config is kept
+    model = tiny_model(ds, declared)
+    before = dict(model.named_modules())
     method.prepare(model)
+    assert dict(model.named_modules()) == before  # prepare is training-only state: the architecture is declared
     assert type(model.neck_module).__name__ == "PooledProbabilisticNeck" and model(batch_of(ds, 4)).shape == (4, 3)
-    kept = model.neck_module
-    DMRNet(method_context()).prepare(model)
-    assert model.neck_module is kept
-    model.neck_module = nn.Linear(12, 12)
-    with pytest.raises(ConfigError, match="needs a probabilistic neck"):
-        method.prepare(model)
-    assert isinstance(kept, ProbabilisticNeck)
+    plain = tiny_model(ds)
+    for call in (lambda: method.prepare(plain), lambda: method(plain, batch_of(ds, 4), TrainState())):
+        with pytest.raises(
+            ConfigError, match=r"probabilistic neck, got IdentityNeck: build the model from method.model_config"
+        ):
+            call()
+    with pytest.raises(ConfigError, match="needs a probabilistic neck .* got model.neck.name='linear'"):
+        method.model_config({**MLP, "neck": {"name": "linear"}})
+    assert isinstance(model.neck_module, ProbabilisticNeck)
+
+
+def test_model_config_puts_the_neck_on_esanet_at_its_penultimate_layer():
+    from mmrobust.models import build_model
+
+    esanet = {"architecture": "esanet", "encoder": "resnet18", "width": 8, "channels_decoder": [8, 8, 8]}
+    declared = DMRNet(method_context()).model_config(esanet)
+    assert declared["neck"] == {"name": "probabilistic"}
+    torch.manual_seed(0)
+    model = build_model(declared, ("rgb", "depth"), {"rgb": (3, 32, 32), "depth": (1, 32, 32)}, 4)
+    assert isinstance(model.neck_module, ProbabilisticNeck) and model.neck_module.out_features == 8
 
 
 @pytest.mark.parametrize(

@@ -37,9 +37,8 @@ def record_encoder_inputs(model):
 )
 def test_dropping_methods_leave_the_encoder_inputs_untouched(build, tmp_path):
     ds = tiny_dataset()
-    model = tiny_model(ds, MLP_BN).train()
     method = build(context(tmp_path))
-    method.prepare(model) if isinstance(method, DMRNet) else None  # its probabilistic neck
+    model = tiny_model(ds, method.model_config(MLP_BN)).train()  # dmrnet declares its probabilistic neck
     batch = batch_of(ds, 32)
     seen = record_encoder_inputs(model)
     state = TrainState(seed=3, epoch=0)

@@ -47,8 +47,8 @@ class Wrapped(nn.Module):
         super().__init__()
         self.inner = inner
 
-    def forward(self, feats):
-        return self.inner(feats)
+    def forward(self, feats, present):
+        return self.inner(feats, present)
 
 
 def test_general_form_equals_the_concat_slices_with_the_whole_bias():

@@ -123,7 +123,7 @@ def test_fixed_balancing_uses_alpha_and_beta(tmp_path):
     context = method_context(run_dir=tmp_path)
     method = METHODS.build("osmd", {"balancing": "fixed", "alpha": 0.3, "beta": 0.7}, context=context)
     ds = tiny_dataset()
-    model = tiny_model(ds)
+    model = tiny_model(ds, method.model_config(MLP))
     method.prepare(model)
     assert method.balancer is None
     step = method(model, batch_of(ds, 16), TrainState())
@@ -145,8 +145,8 @@ def test_fixed_balancing_uses_alpha_and_beta(tmp_path):
 def test_ablations(config, present, absent, tmp_path):
     method = METHODS.build("osmd", {**config, "balancing": "fixed"}, context=method_context(run_dir=tmp_path))
     ds = tiny_dataset()
-    model = tiny_model(ds)
-    method.prepare(model)  # a plain encoder is wrapped with the configured translator
+    model = tiny_model(ds, method.model_config(MLP))  # the plain encoder spec is wrapped with the configured translator
+    method.prepare(model)
     assert model.encoders["a"].translator_name == config.get("translator", "ctn")
     step = method(model, batch_of(ds, 16), TrainState())
     assert present <= set(step.terms) and not absent & set(step.terms)
@@ -198,11 +198,32 @@ def test_configuration_errors(tmp_path):
         OSMD(context, ordinary=["rgb"])
     mismatch = OSMD(context, translator="autoencoder")
     with pytest.raises(ConfigError, match="method.translator"):
+        mismatch.model_config(OSMD_MLP)
+    with pytest.raises(ConfigError, match="method.translator"):
         mismatch.prepare(tiny_model(tiny_dataset(), OSMD_MLP))
+    with pytest.raises(ConfigError, match="not an osmd encoder; build the model from method.model_config"):
+        OSMD(context).prepare(tiny_model(tiny_dataset()))
     narrow = {**MLP, "encoders": {"b": {**MLP["encoder"], "out_features": 5}}}
     shape_context = method_context(model_config=narrow, run_dir=tmp_path / "narrow")
     with pytest.raises(ConfigError, match="one feature shape"):
-        OSMD(shape_context).prepare(tiny_model(tiny_dataset(), narrow))
+        method = OSMD(shape_context)
+        method.prepare(tiny_model(tiny_dataset(), method.model_config(narrow)))
     # relation KD compares relations only: features of other sizes are fine
     relation_context = method_context(model_config=narrow, run_dir=tmp_path / "relation")
-    OSMD(relation_context, transfer="relation").prepare(tiny_model(tiny_dataset(), narrow))
+    method = OSMD(relation_context, transfer="relation")
+    method.prepare(tiny_model(tiny_dataset(), method.model_config(narrow)))
+
+
+def test_model_config_wraps_the_encoders_of_the_ordinary_modalities_only(tmp_path):
+    method = OSMD(method_context(run_dir=tmp_path), ordinary=["a", "c"], privileged=["b"], translator="concat")
+    config = {**MLP, "encoders": {"c": {"name": "mlp", "out_features": 8}}}
+    declared = method.model_config(config)
+    assert declared["encoders"] == {
+        "a": {"name": "osmd", "encoder": MLP["encoder"], "translator": "concat"},
+        "c": {"name": "osmd", "encoder": {"name": "mlp", "out_features": 8}, "translator": "concat"},
+    }
+    assert config["encoders"] == {"c": {"name": "mlp", "out_features": 8}}  # the given config is not changed
+    assert method.model_config(declared) == declared  # idempotent
+    model = tiny_model(tiny_dataset(), declared)
+    assert isinstance(model.encoders["a"], OSMDEncoder) and not isinstance(model.encoders["b"], OSMDEncoder)
+    assert method.model_config({"architecture": "esanet"}) == {"architecture": "esanet"}  # prepare refuses it

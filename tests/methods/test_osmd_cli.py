@@ -1,7 +1,12 @@
-"""OS-MD end to end through the real command line: train (pretraining included), report, re-evaluate."""
+"""OS-MD end to end through the real command line: train (pretraining included), report, re-evaluate.
+
+The model config names no osmd encoder: the method declares it (``OSMD.model_config``), the run saves the
+declared config and ``mmrobust eval`` rebuilds the trained model from it."""
 
 import json
 import subprocess
+
+from omegaconf import OmegaConf
 
 from mmrobust.engine.checkpoint import load_checkpoint
 from tests.conftest import MMROBUST, TINY_CLI
@@ -11,7 +16,6 @@ TINY = [
     "dataset.modalities=[rgb,depth]",
     "dataset.snr=[0.5,2.0]",
     *TINY_CLI[:6],
-    "+model.encoders={rgb:{name:osmd,encoder:${model.encoder},translator:${method.translator}}}",
     "method=osmd_ae",
     "method.ordinary=[rgb]",
     "method.privileged=[depth]",
@@ -37,7 +41,10 @@ def test_train_with_pretraining_then_eval_reports_ordinary_inputs_only(tmp_path,
         assert (run_dir / sub / "checkpoints/best.ckpt").is_file(), sub
     results = json.loads((run_dir / "results.json").read_text())
     assert list(results["metrics"]["test"]) == ["rgb"]  # the deployed model is evaluated on rgb alone
-    assert results["config"]["model"]["encoders"]["rgb"]["translator"] == "autoencoder"  # resolved, rebuildable
+    # osmd declared the rgb encoder (the config has none); the saved config is the trained, rebuildable model
+    saved = results["config"]["model"]["encoders"]["rgb"]
+    assert saved == {"name": "osmd", "encoder": results["config"]["model"]["encoder"], "translator": "autoencoder"}
+    assert OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))["model"]["encoders"]["rgb"] == saved
     history = json.loads((run_dir / "history.json").read_text())
     assert {"train/alpha", "train/beta", "train/ce", "train/mmd", "train/translation"} <= set(history[-1])
     best = load_checkpoint(run_dir / "checkpoints/best.ckpt")

@@ -68,9 +68,10 @@ def test_segmentation_step_gives_dense_logits_a_finite_loss_and_trains_the_deplo
     if model_config is ESANET and name not in ("modality_dropout", "dmrnet", "mmanet"):
         pytest.skip("ESANet runs the paper's missing-modality methods; the rest are covered on the small model")
     context, data = seg_context(model_config)
-    model = context.build_model()
     options = {"regularizer": "head"} if name == "mmanet" and model_config is ESANET else {}
     method = METHODS.build(name, options, context=context)
+    torch.manual_seed(0)
+    model = build_model(method.model_config(model_config), data.modalities, data.train.shapes, data.train.num_classes)
     method.prepare(model)
     batch = Collate(data.modalities, data.train.shapes, data.task.collate_targets)([data.train[i] for i in range(4)])
     step = method(model, batch, TrainState(epoch=10, max_epochs=20, seed=0))  # every loss term active

@@ -76,13 +76,14 @@ def test_gradients_reach_both_encoders():
 def test_sum_fusion_keeps_maps_and_concat_keeps_channels():
     shapes = [(8, 4, 4), (8, 4, 4)]
     feats = [torch.randn(2, *s) for s in shapes]
+    present = torch.ones(2, 2, dtype=torch.bool)
     summed = FUSIONS.build("sum", {"keep_maps": True}, feature_shapes=shapes)
     concat = FUSIONS.build("concat", {"keep_maps": True}, feature_shapes=shapes)
-    assert torch.equal(summed(feats), feats[0] + feats[1]) and summed.out_features == 8
-    assert torch.equal(concat(feats), torch.cat(feats, 1)) and concat.out_features == 16
+    assert torch.equal(summed(feats, present), feats[0] + feats[1]) and summed.out_features == 8
+    assert torch.equal(concat(feats, present), torch.cat(feats, 1)) and concat.out_features == 16
     # the classification defaults are unchanged: flattened concatenation, pooled sum
-    assert FUSIONS.build("concat", {}, feature_shapes=shapes)(feats).shape == (2, 256)
-    assert FUSIONS.build("sum", {}, feature_shapes=shapes)(feats).shape == (2, 8)
+    assert FUSIONS.build("concat", {}, feature_shapes=shapes)(feats, present).shape == (2, 256)
+    assert FUSIONS.build("sum", {}, feature_shapes=shapes)(feats, present).shape == (2, 8)
     with pytest.raises(ValueError, match="one size"):
         FUSIONS.build("concat", {"keep_maps": True}, feature_shapes=[(8, 4, 4), (8, 2, 2)])
 

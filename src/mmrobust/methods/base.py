@@ -60,7 +60,8 @@ class MethodContext:
     Attributes:
         modalities: the modality order.
         num_classes: number of classes of the task.
-        build_model: returns a fresh model of the run's architecture (e.g. for a teacher).
+        build_model: returns a fresh model of the run's plain architecture, the ``model`` config as given,
+            without the method's ``model_config`` changes (e.g. for a teacher or a pretrained encoder).
         fit: ``fit(name, model, method, max_epochs=None, restrict_to=None) -> Path`` trains ``model`` with
             ``method`` on the run's train/val splits in the sub-folder ``name`` of the run (resumable like the
             main model) and returns its best checkpoint; used for teachers and pretrained encoders.
@@ -92,8 +93,22 @@ class Method(nn.Module):
     supported_tasks: tuple[str, ...] = ("classification", "segmentation")
     task_reason: str = ""
 
+    def model_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The model config this method trains, given the run's ``model`` config (default: unchanged).
+
+        A method that needs an architecture declares it here instead of changing the model in ``prepare``:
+        DMRNet puts a probabilistic neck in place of an identity one, OS-MD wraps the encoders of the
+        deployed modalities in ``osmd`` encoders. The run builds its model from the returned config and
+        saves it, so ``mmrobust eval`` rebuilds exactly the trained model. The result must be a new dict
+        (``config`` is not changed) and the hook must be idempotent:
+        ``model_config(model_config(c)) == model_config(c)`` (eval applies it again to the saved config).
+        Teachers and pretrained helpers (``MethodContext.build_model``) keep the plain architecture.
+        """
+        return dict(config)
+
     def prepare(self, model: MultimodalModel) -> None:
-        """Called once before training the deployment ``model`` (train or load a teacher, ...)."""
+        """Called once before training the deployment ``model``, built from ``model_config``: training-only
+        state (train or load a teacher, pretrain encoders, ...); it does not change the architecture."""
 
     def forward(self, model: MultimodalModel, batch: Batch, state: TrainState) -> StepOutput:  # pragma: no cover
         raise NotImplementedError

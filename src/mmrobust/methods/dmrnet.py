@@ -33,12 +33,16 @@ from mmrobust.losses.gaussian_kl import gaussian_kl
 from mmrobust.methods.base import METHODS, EpochContext, Method, MethodContext, StepOutput, TrainState
 from mmrobust.methods.modality_dropout import ModalityDropout
 from mmrobust.models.multimodal import MultimodalModel
-from mmrobust.models.necks import NECKS, IdentityNeck, ProbabilisticNeck
+from mmrobust.models.necks import NECKS, ProbabilisticNeck
 from mmrobust.registry import ConfigError
 from mmrobust.subsets import all_subsets, masks_to_subsets, subset_name
 
 log = logging.getLogger(__name__)
 SIGMA2_FILE = "dmrnet_sigma2.json"
+NECK_MISSING = (
+    "method=dmrnet needs a model with a probabilistic neck, got {}: build the model from "
+    "method.model_config(<model config>) (mmrobust train does)"
+)
 
 
 def hard_subsets(sums: torch.Tensor, counts: torch.Tensor, k: int) -> list[int]:
@@ -65,7 +69,8 @@ class DMRNet(Method):
         begin_epoch: epochs ``[0, begin_epoch)`` mine d_S; L_HCR applies from this epoch on.
         rerank: also re-rank H at the end of every later epoch from that epoch's σ² table.
         distribution: the subset distribution of ``modality_dropout`` (default uniform).
-        neck: the probabilistic neck put in place of an ``identity`` neck of the model (see ``prepare``).
+        neck: the probabilistic neck put in place of an ``identity`` neck of the model config (see
+            ``model_config``; the run saves the resulting config, so ``mmrobust eval`` rebuilds that neck).
     """
 
     sigma2_sum: torch.Tensor  # [2^M] Σ over mining epochs of per-sample mean σ², by subset bitmask
@@ -111,28 +116,28 @@ class DMRNet(Method):
         # this epoch's [sums, counts]: a plain tensor, not a buffer, as the trainer averages float buffers
         self.epoch_stats: torch.Tensor | None = None
 
-    def prepare(self, model: MultimodalModel) -> None:
-        """Give the model a probabilistic neck: keep one it has, replace an ``identity`` neck by
-        ``method.neck``; any other neck is a config error."""
-        current = model.neck_module
-        if isinstance(current, ProbabilisticNeck):
-            log.info("dmrnet: using the model's %s neck", type(current).__name__)
-        elif isinstance(current, IdentityNeck):
-            model.neck_module = NECKS.build(
-                self.neck_name, self.neck_spec, where="method.neck", in_features=current.out_features
-            )
-            log.warning(
-                "dmrnet: replaced the model's identity neck by a %r neck for training. `mmrobust eval` rebuilds "
-                "the model from the config: set model.neck.name=%s (the experiment=dmrnet_* configs do) so that "
-                "the saved checkpoint matches it.",
-                self.neck_name,
-                self.neck_name,
-            )
-        else:
+    def model_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Declare the probabilistic neck: keep a probabilistic neck of ``config``, put ``method.neck`` in place
+        of an ``identity`` (or unset) one; any other neck is a config error. An ``architecture`` config (e.g.
+        ESANet) takes the same ``neck`` key: the decoupling at its penultimate layer."""
+        config = dict(config)
+        neck = dict(config.get("neck") or {"name": "identity"})
+        name = str(neck.get("name"))
+        neck_class = NECKS.get(name) if name in NECKS else None
+        if isinstance(neck_class, type) and issubclass(neck_class, ProbabilisticNeck):
+            return config
+        if name != "identity":
             raise ConfigError(
                 f"method=dmrnet needs a probabilistic neck (model.neck.name=probabilistic or probabilistic_pooled) "
-                f"or an identity neck it can replace, got {type(current).__name__}"
+                f"or an identity neck it can replace, got model.neck.name={name!r}"
             )
+        config["neck"] = {"name": self.neck_name, **self.neck_spec}
+        return config
+
+    def prepare(self, model: MultimodalModel) -> None:
+        """Check that the model was built from ``model_config`` (it has a probabilistic neck)."""
+        if not isinstance(model.neck_module, ProbabilisticNeck):
+            raise ConfigError(NECK_MISSING.format(type(model.neck_module).__name__))
 
     def full_loss_epoch(self) -> int:
         """HCR starts at ``begin_epoch``."""
@@ -141,7 +146,7 @@ class DMRNet(Method):
     def forward(self, model: MultimodalModel, batch: Batch, state: TrainState) -> StepOutput:
         neck = model.neck_module
         if not isinstance(neck, ProbabilisticNeck):
-            raise ConfigError("method=dmrnet needs model.neck.name=probabilistic (or call method.prepare(model))")
+            raise ConfigError(NECK_MISSING.format(type(neck).__name__))
         dropped = self.dropout.drop(batch, state)
         fused = model.fuse(model.encode(dropped), dropped.present)
         mu, logvar = neck.distribution(fused)  # [B, C, H, W] or [B, D] each

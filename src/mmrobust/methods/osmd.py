@@ -16,13 +16,13 @@ fixed (``balancing: fixed``). f_s is a linear head on φ_s, trained with the KL 
 
 Ablations (paper Tables 4–5): ``transfer: none`` (−JDN), ``feature`` (−JDN+FKD: MSE(φ_s, φ_p)),
 ``relation`` (−JDN+RKD: RKD(φ_s, φ_p)); ``translator: concat`` (−CTN), ``autoencoder`` (−CTN+AE).
-The translator is part of the deployed network: the model config's ``osmd`` encoders must name the same
-one (experiment configs write ``translator: ${method.translator}``).
+The translator is part of the deployed network: ``model_config`` gives every ordinary modality an ``osmd``
+encoder with ``method.translator`` around its configured encoder (a config that already declares ``osmd``
+encoders must name the same translator), and the run saves that config so ``mmrobust eval`` rebuilds it.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
@@ -41,7 +41,6 @@ from mmrobust.models.osmd_encoder import TRANSLATORS, OSMDEncoder, OSMDParts, pl
 from mmrobust.registry import ConfigError
 from mmrobust.roles import resolve_roles
 
-log = logging.getLogger(__name__)
 TASK_WEIGHTS = {"transfer": "alpha", "translation": "beta"}
 
 
@@ -152,7 +151,33 @@ class OSMD(Method):
         return self.roles.ordinary
 
     # ------------------------------------------------------------------------------------------ setup
+    def model_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Declare the deployment network: the encoder of every ordinary modality becomes
+        ``{name: osmd, encoder: <its spec>, translator: method.translator}``; an ``osmd`` encoder already in
+        ``config`` is kept (it must name the same translator). An ``architecture`` config is left as it is
+        (``prepare`` then refuses one that fuses inside its encoders)."""
+        config = dict(config)
+        if "architecture" in config:
+            return config
+        overrides = dict(config.get("encoders") or {})
+        for m in self.roles.ordinary:
+            spec = dict(overrides.get(m) or config.get("encoder") or {})
+            if spec.get("name") == "osmd":
+                translator = spec.get("translator", "ctn")
+                if translator != self.translator:
+                    raise ConfigError(
+                        f"method.translator is {self.translator!r} but model.encoders.{m} uses {translator!r}; "
+                        f"set translator: ${{method.translator}} in the model (or drop the osmd encoder: osmd adds it)"
+                    )
+            elif "name" in spec:  # without a name, build_model reports the missing key
+                overrides[m] = {"name": "osmd", "encoder": spec, "translator": self.translator}
+        if overrides:
+            config["encoders"] = overrides
+        return config
+
     def prepare(self, model: MultimodalModel) -> None:
+        """Pretrain (or load) the ordinary and the privileged networks; initialize φ_o and φ_s from the first,
+        freeze the second. ``model`` is built from ``model_config`` (osmd encoders for the ordinary modalities)."""
         if getattr(model, "fusion_inside_encoders", False):
             raise ConfigError(
                 f"method=osmd hallucinates and compares per-modality encoder features (JDN/CTN), but "
@@ -162,16 +187,11 @@ class OSMD(Method):
         for m in roles.ordinary:
             encoder = model.encoders[m]
             if not isinstance(encoder, OSMDEncoder):
-                log.warning(
-                    "model.encoders.%s is not an osmd encoder: wrapping it for this run; to re-evaluate "
-                    "the checkpoint with `mmrobust eval`, declare model.encoders.%s: {name: osmd, "
-                    "encoder: <its spec>, translator: %s}",
-                    m,
-                    m,
-                    self.translator,
+                raise ConfigError(
+                    f"method=osmd: model.encoders.{m} is a {type(encoder).__name__}, not an osmd encoder; build the "
+                    f"model from method.model_config(<model config>) (mmrobust train does)"
                 )
-                model.encoders[m] = OSMDEncoder.around(encoder, model.feature_shapes[m], self.translator)
-            elif encoder.translator_name != self.translator:
+            if encoder.translator_name != self.translator:
                 raise ConfigError(
                     f"method.translator is {self.translator!r} but model.encoders.{m} uses "
                     f"{encoder.translator_name!r}; set translator: ${{method.translator}} in the model"

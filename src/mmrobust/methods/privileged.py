@@ -34,9 +34,11 @@ class DeployedModel(nn.Module):
     """The deployment network of a model that takes the ordinary modalities only.
 
     ``forward(*inputs)`` takes one tensor per ordinary modality, in ``modalities`` order, and returns the
-    logits; the features of the other modalities are zeros (absent), exactly as ``model.fuse`` does.
+    logits; the features of the other modalities are zeros and marked absent, exactly as ``model.fuse`` does.
     It holds (shares) the ordinary encoders, the fusion, the neck and the head — no privileged encoder.
     """
+
+    available: torch.Tensor  # [M] bool: modality j is an input of the deployed model
 
     def __init__(self, model: MultimodalModel, ordinary: Sequence[str]) -> None:
         super().__init__()
@@ -45,6 +47,8 @@ class DeployedModel(nn.Module):
         self.fusion, self.neck, self.head = model.fusion, model.neck_module, model.head_module
         self.order = model.modalities
         self.feature_shapes = dict(model.feature_shapes)
+        available = torch.tensor([m in self.modalities for m in self.order])  # [M], the same for every sample
+        self.register_buffer("available", available, persistent=False)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         if len(inputs) != len(self.modalities):
@@ -55,7 +59,8 @@ class DeployedModel(nn.Module):
         batch = len(inputs[0])
         ref = next(iter(given.values()))
         feats = [given[m] if m in given else ref.new_zeros(batch, *self.feature_shapes[m]) for m in self.order]
-        return self.head(self.neck(self.fusion(feats)))  # [B, C]
+        present = self.available.to(ref.device).expand(batch, -1)  # [B, M]
+        return self.head(self.neck(self.fusion(feats, present)))  # [B, C]
 
 
 def export_deployed(model: MultimodalModel, ordinary: Sequence[str]) -> DeployedModel:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -42,7 +42,7 @@ from mmrobust.models.context import PyramidPooling
 from mmrobust.models.conv_blocks import NonBottleneck1D, conv_bn_relu
 from mmrobust.models.heads import SegmentationHead
 from mmrobust.models.multimodal import MultimodalModel
-from mmrobust.models.necks import IdentityNeck
+from mmrobust.models.necks import NECKS
 from mmrobust.models.resnet import STAGES, ResNet, SqueezeExcitation, load_pretrained, stage_channels
 from mmrobust.models.upsampling import Upsample, UpsamplingMode
 from mmrobust.registry import ConfigError
@@ -162,6 +162,9 @@ class ESANet(MultimodalModel):
         se_reduction: channel reduction of the squeeze-excitation at the fusion points.
         width: channels of the ResNet stem and layer1 (64: the ImageNet ResNets, needed for ``pretrained``;
             16 makes a model about 16× cheaper for quick CPU runs).
+        neck: the neck between the decoder output and the head, ``{name: ..., <options>}`` from the neck
+            registry (default ``identity``; DMRNet declares ``probabilistic``: its decoupling at the
+            penultimate layer, as DMRNet did for NYUv2).
 
     Shape: ``forward``: inputs [B, C_m, H, W] -> logits [B, K, H, W]; ``fuse`` -> [B, channels_decoder[-1], H/4, W/4].
     """
@@ -183,6 +186,7 @@ class ESANet(MultimodalModel):
         pretrained: dict[str, str] | None = None,
         se_reduction: int = 16,
         width: int = 64,
+        neck: dict[str, Any] | None = None,
     ) -> None:
         modalities = tuple(modalities)
         shapes = _check_inputs(modalities, input_shapes)
@@ -208,9 +212,15 @@ class ESANet(MultimodalModel):
         fusion = ESANetFusion(
             modalities, stage_ch, channels_decoder, decoder_blocks, context, bins, upsampling, se_reduction
         )
-        neck = IdentityNeck(fusion.out_channels)
-        head = SegmentationHead(fusion.out_channels, num_classes, scale=4, kernel_size=3, upsampling=upsampling)
-        super().__init__(encoders, fusion, neck, head, modalities, shapes)
+        neck_spec = dict(neck or {"name": "identity"})
+        if "name" not in neck_spec:
+            raise ConfigError("model.neck.name: required key is missing")
+        neck_name = str(neck_spec.pop("name"))
+        neck_module = NECKS.build(neck_name, neck_spec, where="model.neck", in_features=fusion.out_channels)
+        head = SegmentationHead(
+            cast(int, neck_module.out_features), num_classes, scale=4, kernel_size=3, upsampling=upsampling
+        )
+        super().__init__(encoders, fusion, neck_module, head, modalities, shapes)
         self.fusion: ESANetFusion
         self.num_classes = num_classes
         self.output_stride = 4  # of fuse's map; the head upsamples by it

@@ -1,8 +1,13 @@
 """Fusions: combine per-modality features (already zeroed where absent) into one representation.
 
-Every fusion takes the features in modality order, ``feats: list[Tensor]``, each ``[B, ...]``, where
-absent modalities are zero (the papers' Bernoulli indicator), and returns ``[B, D]`` (``concat`` and
-``sum`` with ``keep_maps: true`` return a map ``[B, C, h, w]``, for dense prediction).
+Every fusion is called as ``fusion(feats, present)``: the features in modality order, ``feats: list[Tensor]``,
+each ``[B, ...]``, where absent modalities are zero (the papers' Bernoulli indicator, applied by
+``MultimodalModel.fuse``), and the availability mask ``present: BoolTensor[B, M]`` (column j is ``feats[j]``).
+It returns ``[B, D]`` (``concat``, ``sum`` and ``mean`` with ``keep_maps: true`` return a map ``[B, C, h, w]``,
+for dense prediction). Most fusions need only the zeroed features; a mask-aware one (``mean``) uses ``present``.
+A new fusion is one class here, registered with ``@FUSIONS.register(name)``, constructed with
+``feature_shapes`` (per-modality feature shapes without the batch dimension) plus its config keys, with an
+``out_features`` attribute; ``tests/models/test_contracts.py`` then needs a tiny config for it.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ class Concat(nn.Module):
         else:
             self.out_features = sum(int(torch.Size(s).numel()) for s in feature_shapes)
 
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, feats: list[torch.Tensor], present: torch.Tensor) -> torch.Tensor:
         if self.keep_maps:
             return torch.cat(feats, dim=1)  # [B, Σ C_m, h, w]
         return torch.cat([f.flatten(1) for f in feats], dim=1)
@@ -58,7 +63,7 @@ class ConcatMLP(nn.Module):
         self.net = mlp([total, *(hidden or []), out_features], norm, dropout)
         self.out_features = out_features
 
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, feats: list[torch.Tensor], present: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([f.flatten(1) for f in feats], dim=1))
 
 
@@ -74,7 +79,7 @@ class Sum(nn.Module):
         self.out_features = feature_shapes[0][0]
         self.keep_maps = keep_maps
 
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, feats: list[torch.Tensor], present: torch.Tensor) -> torch.Tensor:
         x = torch.stack(feats).sum(0)
         return x.mean(dim=(2, 3)) if x.dim() == 4 and not self.keep_maps else x
 
@@ -106,6 +111,38 @@ class ConcatTrunk(nn.Module):
         self.out_features = stage_channels(depth, width)["layer4"]
         self.pool = pool
 
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, feats: list[torch.Tensor], present: torch.Tensor) -> torch.Tensor:
         x = self.trunk(torch.cat(feats, dim=1))  # [B, C_out, H', W']
         return x.mean(dim=(2, 3)) if self.pool else x
+
+
+@FUSIONS.register("mean")
+class Mean(nn.Module):
+    """Mean over the modalities present for each sample (features must share a shape):
+
+        z_b = Σ_m δ_bm · f_bm / max(1, Σ_m δ_bm),     δ_bm = present[b, m] ∈ {0, 1}
+
+    so the scale of ``z`` does not depend on how many modalities a sample lacks (``sum`` grows with the
+    number present), and a sample without any modality gets 0. Maps are global-average pooled unless
+    ``keep_maps: true`` (dense prediction).
+
+    Shape: M × [B, *F], present [B, M] -> [B, F_0] (pooled) or [B, *F] (vectors, or maps with ``keep_maps``).
+    """
+
+    def __init__(self, feature_shapes: list[tuple[int, ...]], keep_maps: bool = False) -> None:
+        super().__init__()
+        if len({tuple(s) for s in feature_shapes}) != 1:
+            raise ValueError(f"mean fusion needs features of one shape, got {feature_shapes}")
+        self.out_features = feature_shapes[0][0]
+        self.keep_maps = keep_maps
+
+    def forward(self, feats: list[torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        x = torch.stack(feats, dim=1)  # [B, M, *F]
+        if present.shape != x.shape[:2]:
+            raise ValueError(f"mean fusion: present must be [B, M] = {tuple(x.shape[:2])}, got {tuple(present.shape)}")
+        keep = present.to(device=x.device, dtype=torch.bool)  # [B, M]
+        mask = keep.view(*keep.shape, *([1] * (x.dim() - 2)))  # [B, M, 1, ...]
+        total = torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum(dim=1)  # [B, *F]
+        count = keep.sum(dim=1).clamp(min=1).to(x.dtype)  # [B]
+        z = total / count.view(-1, *([1] * (total.dim() - 1)))
+        return z.mean(dim=(2, 3)) if z.dim() == 4 and not self.keep_maps else z

@@ -21,7 +21,8 @@ class MultimodalModel(nn.Module):
 
     Args:
         encoders: one encoder per modality, keyed by modality name.
-        fusion: takes the per-modality features in ``modalities`` order (absent ones zeroed).
+        fusion: ``fusion(feats, present)`` takes the per-modality features in ``modalities`` order (absent
+            ones zeroed) and the availability mask ``[B, M]`` (see ``models/fusion.py``).
         neck, head: applied to the fused representation.
         modalities: the modality order (columns of ``Batch.present``).
         feature_shapes: per-modality feature shape without the batch dimension (used to zero-fill
@@ -58,10 +59,12 @@ class MultimodalModel(nn.Module):
         return {m: self.encoders[m](batch.inputs[m]) for m, p in zip(self.modalities, any_present) if p}
 
     def fuse(self, features: Mapping[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
-        """Zero the feature of every absent modality per sample, then fuse.
+        """Zero the feature of every absent modality per sample, then fuse: ``fusion(feats, present)``.
 
         Zeroing selects with ``torch.where`` (not a multiplication by the mask), so a non-finite feature of
-        an absent modality cannot leak into the fused representation (``NaN · 0 = NaN``).
+        an absent modality cannot leak into the fused representation (``NaN · 0 = NaN``). The fusion also gets
+        the mask (as bool on the features' device; a modality missing from ``features`` is absent for every
+        sample), so a mask-aware fusion (e.g. ``mean``) can weigh the modalities each sample has.
 
         Shape: features[m] ``[B, *feature_shapes[m]]``, present ``[B, M]`` -> ``[B, D]``.
         """
@@ -75,7 +78,9 @@ class MultimodalModel(nn.Module):
                 ref = next(iter(features.values()), None)
                 like = ref if ref is not None else next(self.fusion.parameters(), present.float())
                 feats.append(like.new_zeros(len(present), *self.feature_shapes[m]))
-        return self.fusion(feats)
+        skipped = torch.tensor([m not in features for m in self.modalities], device=feats[0].device)  # [M]
+        mask = present.to(device=feats[0].device, dtype=torch.bool) & ~skipped  # [B, M]
+        return self.fusion(feats, mask)
 
     def neck(self, fused: torch.Tensor) -> torch.Tensor:
         return self.neck_module(fused)

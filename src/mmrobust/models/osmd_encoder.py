@@ -26,7 +26,6 @@ Blocks are Linear + BatchNorm1d + ReLU on vectors ``[B, D]`` and 3×3 conv + Bat
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,11 +135,6 @@ class OSMDEncoder(nn.Module):
         self.translator_name = translator
         self.translator = TRANSLATORS.build(translator, {}, where="translator", feature_shape=self.feature_shape)
         self.fuse = pointwise(self.translator.num_features, self.feature_shape)  # type: ignore[arg-type]
-
-    @classmethod
-    def around(cls, encoder: nn.Module, feature_shape: tuple[int, ...], translator: str = "ctn") -> OSMDEncoder:
-        """Wrap an existing encoder as φ_o, with a copy of it as φ_s."""
-        return cls(encoder, copy.deepcopy(encoder), feature_shape, translator)
 
     def load_pretrained(self, encoder: nn.Module) -> None:
         """Initialize φ_o and φ_s from a pretrained ordinary encoder."""
