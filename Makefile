@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup main test lint compare bench clean
+.PHONY: setup main test test-fast lint compare seg-compare bench clean
 
 $(BIN)/mmrobust: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,15 +24,26 @@ test: setup
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
+# The test suite without the end-to-end tests marked slow (subprocess CLI runs, kill -9, 2-process runs).
+test-fast: setup
+	$(BIN)/pytest -q -m "not slow"
+
 # The README comparison (modality dropout vs full vs customized, 3 seeds) and its report.
 compare: setup
 	$(BIN)/mmrobust train --multirun experiment=uci_compare hydra.sweep.dir=outputs/uci_compare trainer.progress=false
 	$(BIN)/mmrobust report outputs/uci_compare
 
+# The segmentation comparison of docs/segmentation.md (6 methods x 3 seeds on synthetic_rgbd) and its report.
+seg-compare: setup
+	$(BIN)/mmrobust train --multirun experiment=seg_synthetic hydra.sweep.dir=outputs/seg_synthetic trainer.progress=false trainer.tensorboard=false
+	$(BIN)/mmrobust report outputs/seg_synthetic
+
 bench: setup
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/eval_subsets.py
 	$(BIN)/python benchmarks/matmul_fraction.py
+	$(BIN)/python benchmarks/seg_throughput.py
+	$(BIN)/python benchmarks/eval_memory.py
 
 clean:
 	rm -rf outputs multirun .pytest_cache .mypy_cache .ruff_cache

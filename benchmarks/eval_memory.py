@@ -30,14 +30,13 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as common  # noqa: E402
-
-from mmrobust.data.base import MultimodalDataset, Sample  # noqa: E402
-from mmrobust.data.collate import Collate  # noqa: E402
-from mmrobust.evaluation.evaluator import evaluate_subsets, predict_subsets  # noqa: E402
-from mmrobust.models import build_model  # noqa: E402
-from mmrobust.subsets import all_subsets  # noqa: E402
-from mmrobust.tasks import Segmentation  # noqa: E402
+import _common as common
+from mmrobust.data.base import MultimodalDataset, Sample
+from mmrobust.data.collate import Collate
+from mmrobust.evaluation.evaluator import evaluate_subsets, predict_subsets
+from mmrobust.models import build_model
+from mmrobust.subsets import all_subsets
+from mmrobust.tasks import Segmentation
 
 NUM_CLASSES = 40
 SEG_SMALL = {
