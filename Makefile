@@ -35,7 +35,7 @@ compare: setup
 
 # The segmentation comparison of docs/segmentation.md (6 methods x 3 seeds on synthetic_rgbd) and its report.
 seg-compare: setup
-	$(BIN)/mmrobust train --multirun experiment=seg_synthetic hydra.sweep.dir=outputs/seg_synthetic trainer.progress=false trainer.tensorboard=false
+	OMP_NUM_THREADS=1 $(BIN)/mmrobust train --multirun experiment=seg_synthetic hydra.sweep.dir=outputs/seg_synthetic trainer.progress=false trainer.tensorboard=false
 	$(BIN)/mmrobust report outputs/seg_synthetic
 
 bench: setup

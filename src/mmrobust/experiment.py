@@ -231,18 +231,24 @@ def job_model_config(cfg: RunConfig, data: Data) -> dict[str, Any]:
     def no_fit(*args: Any, **kwargs: Any) -> Path:
         raise RuntimeError("a method may not train sub-models while it declares its model config")
 
+    with torch.random.fork_rng(devices=[]):
+        method = new_method(cfg, data, no_fit, Path())
+    return method.model_config(copy.deepcopy(dict(cfg.model)))
+
+
+def new_method(cfg: RunConfig, data: Data, fit: Callable[..., Path], run_dir: Path) -> Method:
+    """The method of ``cfg`` built with its context (teachers are built with the plain architecture)."""
+    method_cfg = dict(cfg.method)
     context = MethodContext(
         modalities=data.modalities,
         num_classes=data.train.num_classes,
         task=data.task,
         build_model=lambda: build_job_model(cfg, data, plain=True),
-        fit=no_fit,
-        run_dir=Path(),
+        fit=fit,
+        run_dir=run_dir,
     )
     options = {k: v for k, v in method_cfg.items() if k not in META_KEYS}
-    with torch.random.fork_rng(devices=[]):
-        method = METHODS.build(str(method_cfg["name"]), options, where="method", context=context)
-    return method.model_config(copy.deepcopy(dict(cfg.model)))
+    return METHODS.build(str(method_cfg["name"]), options, where="method", context=context)
 
 
 def run(
@@ -276,21 +282,7 @@ def build_method(
     ``build_job_model``: the architecture the method declares); ``fit`` trains (or, for evaluation, finds) the
     method's helper models. ``before_prepare`` runs between building (which checks the method's keys) and
     preparing (which may train a teacher)."""
-    method_cfg = dict(cfg.method)
-    context = MethodContext(
-        modalities=data.modalities,
-        num_classes=data.train.num_classes,
-        task=data.task,
-        build_model=lambda: build_job_model(cfg, data, plain=True),
-        fit=fit,
-        run_dir=folder,
-    )
-    method = METHODS.build(
-        method_cfg["name"],
-        {k: v for k, v in method_cfg.items() if k not in META_KEYS},
-        where="method",
-        context=context,
-    )
+    method = new_method(cfg, data, fit, folder)
     if before_prepare is not None:
         before_prepare()
     method.prepare(model)

@@ -122,6 +122,7 @@ class OGMGE(Method):
 
     def __init__(self, context: MethodContext, alpha: float = 0.8, start_epoch: int = 0, end_epoch: int = 50) -> None:
         super().__init__()
+        self.task = context.task
         self.alpha = alpha
         self.start_epoch = start_epoch
         self.end_epoch = end_epoch
@@ -131,7 +132,7 @@ class OGMGE(Method):
     def forward(self, model: MultimodalModel, batch: Batch, state: TrainState) -> StepOutput:
         features = model.encode(batch)
         logits = model.head(model.neck(model.fuse(features, batch.present)))  # [B, C]
-        loss = F.cross_entropy(logits, batch.target)
+        loss = self.task.loss(logits, batch.target)
         scores = modality_scores(model, features, batch)  # [2, M]
         valid = scores[1] > 0
         rho, k = ogm_coefficients(scores[0], valid, self.alpha)
