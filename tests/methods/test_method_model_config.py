@@ -12,21 +12,9 @@ from mmrobust.methods import METHODS
 from mmrobust.methods.full import Full
 from mmrobust.models import build_model
 from mmrobust.models.necks import IdentityNeck, ProbabilisticNeck
-from tests.conftest import MLP, TINY_SPEC, method_context
+from tests.conftest import MLP, TINY_CLI, TINY_SPEC, method_context
 
-TINY_RUN = [
-    "dataset=synthetic",
-    "dataset.samples_per_split=[96,48,48]",
-    "dataset.dim=6",
-    "dataset.num_classes=3",
-    "model.encoder.hidden=[16]",
-    "model.encoder.out_features=8",
-    "model.fusion.out_features=12",
-    "trainer.batch_size=16",
-    "trainer.max_epochs=2",
-    "trainer.progress=false",
-    "trainer.tensorboard=false",
-]
+TINY_RUN = ["dataset=synthetic", *TINY_CLI]
 
 
 def run_config(method: dict, model: dict | None = None):

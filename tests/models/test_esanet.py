@@ -13,9 +13,8 @@ from mmrobust.models.esanet import ESANet
 from mmrobust.models.necks import ProbabilisticNeck
 from mmrobust.models.resnet import ResNet
 from mmrobust.registry import ConfigError
+from tests.models.seg_batches import MODS, SHAPES, random_seg_batch
 
-MODS = ("rgb", "depth")
-SHAPES = {"rgb": (3, 64, 64), "depth": (1, 64, 64)}
 K = 5
 # ResNet-18 streams at width 16 (a 16x cheaper ResNet-18; width 64 where ImageNet-sized weights matter)
 SMALL = {"architecture": "esanet", "encoder": "resnet18", "channels_decoder": [16, 16, 8], "width": 16}
@@ -51,14 +50,7 @@ def model() -> ESANet:
 
 
 def make_batch(present: list[list[bool]], seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    b = len(present)
-    return Batch(
-        inputs={m: torch.randn(b, *SHAPES[m], generator=g) for m in MODS},
-        present=torch.tensor(present, dtype=torch.bool),
-        target=torch.randint(0, K, (b, 64, 64), generator=g),
-        modalities=MODS,
-    )
+    return random_seg_batch(present, K, seed)
 
 
 def with_input(batch: Batch, m: str, sample: int, value: torch.Tensor | float) -> Batch:

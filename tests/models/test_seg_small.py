@@ -15,10 +15,9 @@ from mmrobust.models import ENCODERS, FUSIONS, HEADS, build_model
 from mmrobust.models.context import PyramidPooling
 from mmrobust.models.upsampling import Upsample
 from mmrobust.registry import ConfigError
+from tests.models.seg_batches import MODS, SHAPES, random_seg_batch
 
 CONFIG = Path(__file__).resolve().parents[2] / "src/mmrobust/configs/model/seg_small.yaml"
-MODS = ("rgb", "depth")
-SHAPES = {"rgb": (3, 64, 64), "depth": (1, 64, 64)}
 K = 4
 
 
@@ -28,14 +27,7 @@ def make_model():
 
 
 def make_batch(present: list[list[bool]]) -> Batch:
-    g = torch.Generator().manual_seed(0)
-    b = len(present)
-    return Batch(
-        inputs={m: torch.randn(b, *SHAPES[m], generator=g) for m in MODS},
-        present=torch.tensor(present, dtype=torch.bool),
-        target=torch.randint(0, K, (b, 64, 64), generator=g),
-        modalities=MODS,
-    )
+    return random_seg_batch(present, K)
 
 
 def test_shipped_config_builds_and_outputs_logits_at_input_resolution():

@@ -4,7 +4,6 @@ from torchmetrics.functional import accuracy, f1_score
 
 from mmrobust.registry import ConfigError
 from mmrobust.tasks import Classification, build_task
-from mmrobust.tasks.classification import PAD_BINS
 
 
 def scores_of(task, logits, target, chunks=1, **options):
@@ -66,12 +65,22 @@ def test_threshold_fixed_on_validation_separates_scores_and_applies_exactly():
         assert metric.scores(threshold=threshold)["acer"] == pytest.approx((apcer + bpcer) / 2)
 
 
-def test_threshold_search_is_fast_on_a_large_split():
+def test_fitted_threshold_is_the_best_one_computed_from_the_scores_themselves():
     g = torch.Generator().manual_seed(0)
-    logits, target = torch.randn(20_000, 2, generator=g), torch.randint(0, 2, (20_000,), generator=g)
-    _, metric = scores_of(Classification(2, bona_fide_class=1), logits, target)
+    target = torch.randint(0, 2, (2_000,), generator=g)
+    logits = torch.randn(2_000, 2, generator=g) + torch.stack([1 - target, target], 1) * 0.8  # informative
+    _, metric = scores_of(Classification(2, bona_fide_class=1), logits, target, chunks=10)
     t = metric.fit_threshold()
-    assert 0 <= t <= 1 + 1 / PAD_BINS
+    score, bona = logits.softmax(1)[:, 1], target == 1
+
+    def acer(threshold: float) -> float:  # brute force on the scores, no histogram
+        accepted = score >= threshold
+        return float((accepted[~bona].float().mean() + (~accepted[bona]).float().mean()) / 2)
+
+    grid = [k / 200 for k in range(201)]
+    assert metric.scores(threshold=t)["acer"] <= min(acer(x) for x in grid) + 1e-9
+    assert metric.scores(threshold=t)["acer"] == pytest.approx(acer(t), abs=2e-3)  # bin-edge rounding only
+    assert metric.scores(threshold=t)["acer"] < metric.scores()["acer"]  # beats the argmax decision here
 
 
 def test_bad_task_settings_are_one_line_config_errors():
