@@ -308,22 +308,13 @@ def _depth(encoder: str) -> int:
 def load_stream_weights(stream: nn.Module, path: str | Path, *, where: str) -> list[str]:
     """Load a torchvision-format ResNet state dict into one stream with ``load_pretrained``; when the
     stream's ``conv1`` has one input channel and the file's has three, the file's kernel is summed over
-    its input channels (a 1-channel image x then gets the response of the gray image (x, x, x)).
+    its input channels (``adapt_input_conv``: a 1-channel image x then gets the response of (x, x, x)).
     Every tensor of the stream must be in the file (a ResNet-34 file for a ResNet-18 stream, or any file
     for ``width`` other than 64, is a ConfigError rather than a partial load). Returns the loaded key names.
     """
     if not Path(path).is_file():
         raise ConfigError(f"{where}: pretrained weights file {path} does not exist")
-    loaded = load_pretrained(stream, path)
-    conv1 = stream.get_submodule("conv1")
-    if "conv1.weight" not in loaded and isinstance(conv1, nn.Conv2d) and conv1.in_channels == 1:
-        source = torch.load(path, map_location="cpu", weights_only=True)
-        source = source.get("state_dict", source) if isinstance(source, dict) else source
-        weight = source.get("conv1.weight")
-        if weight is not None and weight.shape[1] == 3 and weight.shape == (conv1.out_channels, 3, *conv1.kernel_size):
-            with torch.no_grad():
-                conv1.weight.copy_(weight.sum(dim=1, keepdim=True))
-            loaded = sorted([*loaded, "conv1.weight"])
+    loaded = list(load_pretrained(stream, path).loaded)  # adapts a 1-channel conv1 (sums the RGB kernel)
     missing = sorted(set(stream.state_dict()) - set(loaded))
     if missing:
         raise ConfigError(

@@ -24,7 +24,12 @@ FUSIONS: Registry[nn.Module] = Registry("fusion")
 
 @FUSIONS.register("concat")
 class Concat(nn.Module):
-    """Concatenate flattened features. Shape: M × [B, D_m] -> [B, Σ D_m].
+    """Concatenate flattened features, ``z = [f_1; …; f_M]``, no parameters. Shape: M × [B, D_m] -> [B, Σ D_m].
+
+    With a ``linear`` head, ``W z + b = Σ_m W^m f_m + b`` where ``W^m`` are the columns of modality m, in
+    modality order: the per-modality head slices OGM-GE scores modalities with. OGM-GE's ``ConcatFusion`` is
+    this fusion plus the linear head; its ``SumFusion``, ``fc_x(x) + fc_y(y)``, is the same function too
+    (untied per-modality weights, biases summed), so ``concat`` also stands for OGM-GE's ``sum``.
 
     ``keep_maps: true`` (dense prediction): maps of one spatial size are concatenated along channels,
     M × [B, C_m, h, w] -> [B, Σ C_m, h, w], and ``out_features`` is Σ C_m.
@@ -69,8 +74,11 @@ class ConcatMLP(nn.Module):
 
 @FUSIONS.register("sum")
 class Sum(nn.Module):
-    """Element-wise sum (features must share a shape); maps are global-average pooled unless
-    ``keep_maps: true`` (dense prediction). Shape: -> [B, D] (or [B, C, h, w] with ``keep_maps``)."""
+    """Element-wise sum ``z = Σ_m f_m`` (features must share a shape), no parameters; maps are global-average
+    pooled unless ``keep_maps: true`` (dense prediction). With a ``linear`` head every modality shares the
+    weights, ``W Σ_m f_m + b`` (OGM-GE's ``sum`` has one linear layer per modality: that is ``concat``).
+
+    Shape: M × [B, D, *] -> [B, D] (or [B, C, h, w] with ``keep_maps``)."""
 
     def __init__(self, feature_shapes: list[tuple[int, ...]], keep_maps: bool = False) -> None:
         super().__init__()
@@ -146,3 +154,70 @@ class Mean(nn.Module):
         count = keep.sum(dim=1).clamp(min=1).to(x.dtype)  # [B]
         z = total / count.view(-1, *([1] * (total.dim() - 1)))
         return z.mean(dim=(2, 3)) if z.dim() == 4 and not self.keep_maps else z
+
+
+def _two_vectors(feature_shapes: list[tuple[int, ...]], name: str) -> tuple[int, int]:
+    if len(feature_shapes) != 2 or any(len(s) != 1 for s in feature_shapes):
+        raise ValueError(f"{name} fusion needs two modalities with vector features [D], got {feature_shapes}")
+    return feature_shapes[0][0], feature_shapes[1][0]
+
+
+@FUSIONS.register("film")
+class FiLM(nn.Module):
+    """Feature-wise linear modulation (Perez et al. 2018), as OGM-GE's ``FiLM`` fusion: the conditioning
+    modality ``c`` predicts a per-feature scale and shift of the other modality ``x``,
+
+        [γ, β] = W c + b   (W: [2·D_x, D_c]),     z = γ ⊙ x + β
+
+    ``condition`` is the position of ``c`` in the modality order (default 0: with audio listed first, audio
+    conditions the visual features, as OGM-GE's ``x_film=True``). OGM-GE's ``fc_out`` is the ``linear`` head.
+    A missing modality's features are zero: without ``x``, ``z = β(c)``; without ``c``, ``z = b_γ ⊙ x + b_β``.
+
+    Shape: 2 × [B, D_m], present [B, 2] -> [B, D_x].
+    """
+
+    def __init__(self, feature_shapes: list[tuple[int, ...]], condition: int = 0) -> None:
+        super().__init__()
+        dims = _two_vectors(feature_shapes, "film")
+        if condition not in (0, 1):
+            raise ValueError(f"film fusion: condition must be 0 or 1 (a modality position), got {condition}")
+        self.condition = condition
+        self.out_features = dims[1 - condition]
+        self.fc = nn.Linear(dims[condition], 2 * self.out_features)
+
+    def forward(self, feats: list[torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        c, x = feats[self.condition], feats[1 - self.condition]  # [B, D_c], [B, D_x]
+        gamma, beta = self.fc(c).chunk(2, dim=1)  # [B, D_x] each
+        return gamma * x + beta
+
+
+@FUSIONS.register("gated")
+class Gated(nn.Module):
+    """Gated fusion (Kiela et al. 2018), as OGM-GE's ``GatedFusion``: a sigmoid gate computed from one modality
+    ``g`` multiplies a projection of the other, ``x``,
+
+        z = σ(W_g g + b_g) ⊙ (W_x x + b_x)     (W_g: [H, D_g], W_x: [H, D_x])
+
+    ``gate`` is the position of ``g`` in the modality order (default 0: with audio listed first, audio gates
+    the visual features, as OGM-GE's ``x_gate=True``); ``hidden`` is H (default D_x; 512 in OGM-GE). OGM-GE's
+    ``fc_out`` is the ``linear`` head. A missing modality's features are zero: without ``x``,
+    ``z = σ(W_g g + b_g) ⊙ b_x``; without ``g``, ``z = σ(b_g) ⊙ (W_x x + b_x)``.
+
+    Shape: 2 × [B, D_m], present [B, 2] -> [B, H].
+    """
+
+    def __init__(self, feature_shapes: list[tuple[int, ...]], gate: int = 0, hidden: int | None = None) -> None:
+        super().__init__()
+        dims = _two_vectors(feature_shapes, "gated")
+        if gate not in (0, 1):
+            raise ValueError(f"gated fusion: gate must be 0 or 1 (a modality position), got {gate}")
+        if hidden is not None and hidden < 1:
+            raise ValueError(f"gated fusion: hidden must be >= 1, got {hidden}")
+        self.gate = gate
+        self.out_features = hidden or dims[1 - gate]
+        self.fc_gate = nn.Linear(dims[gate], self.out_features)
+        self.fc_value = nn.Linear(dims[1 - gate], self.out_features)
+
+    def forward(self, feats: list[torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        g, x = feats[self.gate], feats[1 - self.gate]  # [B, D_g], [B, D_x]
+        return torch.sigmoid(self.fc_gate(g)) * self.fc_value(x)  # [B, H]

@@ -6,17 +6,27 @@
 any input channels, a width multiplier, squeeze-excitation in every block (extra ``se.*`` keys) and
 three stems:
 
-- ``imagenet``: 7×7 stride-2 conv, BN, ReLU, 3×3 stride-2 max-pool (torchvision);
-- ``surf``: 3×3 stride-2 conv, BN, ReLU, no pooling (the CASIA-SURF baseline's per-modality stem);
-- ``cifar``: 3×3 stride-1 conv, BN, ReLU, no pooling.
+- ``imagenet``: 7×7 stride-2 conv, BN, ReLU, 3×3 stride-2 max-pool (torchvision), output stride 4;
+- ``surf``: 3×3 stride-2 conv, BN, ReLU, 3×3 stride-2 max-pool, output stride 4 (the CASIA-SURF baseline's
+  per-modality stem: ``resnet18_se.py`` of the MMANet/DMRNet code, ``conv1`` 3×3/2 pad 1, ``bn1``, ``relu``,
+  ``maxpool(3, 2, 1)``; a 112-px face gives 56 -> 28 after the stem, 14×14 after ``layer2``);
+- ``cifar``: 3×3 stride-1 conv, BN, ReLU, no pooling, output stride 1.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from mmrobust.registry import ConfigError
+
+log = logging.getLogger(__name__)
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}
@@ -165,7 +175,7 @@ class ResNet(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, width, kernel, stride, kernel // 2, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1) if stem == "imagenet" else nn.Identity()
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if stem in ("imagenet", "surf") else nn.Identity()
         stages = STAGES[: STAGES.index(last_stage) + 1]
         for name, module in make_stages(depth, width, se, stages, width).items():
             self.add_module(name, module)
@@ -195,26 +205,146 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def load_pretrained(model: nn.Module, path: str | Path, *, strict: bool = False) -> list[str]:
-    """Load a torchvision-format state dict from ``path`` into ``model``.
+PREFIXES = ("module.", "model.")  # DataParallel/DDP wrappers; Lightning modules holding the network as ``model``
 
-    Tensors whose name or shape does not match are skipped (e.g. ``fc`` for another class count, or a
-    ``conv1`` with other input channels); with ``strict`` they raise. Returns the loaded key names.
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What ``load_pretrained`` did.
+
+    Attributes:
+        path: the weights file.
+        loaded: model keys filled from the file (adapted ones included).
+        missing: model keys left as they were (not in the file, or of another shape).
+        unexpected: file keys not used (no such model key, or another shape that cannot be adapted).
+        adapted: model keys loaded after adapting the input channels of ``conv1`` (see ``adapt_input_conv``).
+    """
+
+    path: Path
+    loaded: tuple[str, ...]
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+    adapted: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        adapted = f" ({', '.join(self.adapted)} adapted to the input channels)" if self.adapted else ""
+        return (
+            f"{self.path}: loaded {len(self.loaded)} tensors{adapted}, {len(self.missing)} missing "
+            f"{list(self.missing[:5])}, {len(self.unexpected)} unexpected {list(self.unexpected[:5])}"
+        )
+
+
+def adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """Adapt a first-layer kernel ``[O, S, k, k]`` (S = 3 for RGB weights) to ``in_channels`` inputs, as timm's
+    ``adapt_input_conv``:
+
+    - ``in_channels = 1``: ``W'[:, 0] = Σ_s W[:, s]`` (a gray image x gets the response of (x, …, x));
+    - otherwise: the S input kernels repeated cyclically up to ``in_channels`` and scaled by ``S / in_channels``,
+      ``W'[:, c] = W[:, c mod S] · S / in_channels``, so the response to a constant image keeps its size.
+
+    Shape: ``[O, S, k, k]`` -> ``[O, in_channels, k, k]``.
+    """
+    if weight.dim() != 4 or in_channels < 1:
+        raise ValueError(
+            f"adapt_input_conv expects a kernel [O, S, k, k] and in_channels >= 1, got {tuple(weight.shape)}"
+        )
+    source = weight.shape[1]
+    if in_channels == source:
+        return weight
+    if in_channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    repeats = math.ceil(in_channels / source)
+    return weight.repeat(1, repeats, 1, 1)[:, :in_channels] * (source / in_channels)
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file: a plain state dict, or one nested under ``state_dict`` (Lightning) or
+    ``model`` (checkpoints that also hold an optimizer)."""
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    while isinstance(source, Mapping) and not any(isinstance(v, torch.Tensor) for v in source.values()):
+        inner = next((source[k] for k in ("state_dict", "model") if isinstance(source.get(k), Mapping)), None)
+        if inner is None:
+            break
+        source = inner
+    if not isinstance(source, Mapping):
+        raise ConfigError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(source).__name__}")
+    return {str(k): v for k, v in source.items() if isinstance(v, torch.Tensor)}
+
+
+def _target_key(key: str, target: Mapping[str, torch.Tensor]) -> str:
+    """``key`` itself when the model has it, else ``key`` without leading ``module.``/``model.`` prefixes."""
+    stripped = key
+    while stripped not in target:
+        prefix = next((p for p in PREFIXES if stripped.startswith(p)), None)
+        if prefix is None:
+            return key
+        stripped = stripped[len(prefix) :]
+    return stripped
+
+
+def _under(key: str, prefix: str) -> str:
+    """``key`` from ``prefix`` on (leading ``module.``/``model.`` wrappers skipped), or "" when not under it."""
+    while not key.startswith(prefix):
+        wrapper = next((p for p in PREFIXES if key.startswith(p)), None)
+        if wrapper is None:
+            return ""
+        key = key[len(wrapper) :]
+    return key
+
+
+def load_pretrained(
+    model: nn.Module, path: str | Path, *, strict: bool = False, prefix: str = "", adapt_conv1: bool = True
+) -> LoadReport:
+    """Load a torchvision-format state dict from ``path`` into ``model`` and log what was loaded.
+
+    The file may nest the tensors under ``state_dict`` (Lightning) or ``model``, and its keys may carry
+    ``module.`` (DataParallel/DDP) or ``model.`` (Lightning) prefixes; these are stripped where the model
+    lacks the prefixed key. ``prefix`` keeps only the file keys under it, without it (e.g. ``audio_net.`` to
+    load one branch of a two-stream network, such as OGM-GE's checkpoints, whose keys are
+    ``module.audio_net.*`` / ``module.visual_net.*`` under ``model``). A ``conv1.weight`` that differs only in
+    input channels is adapted (``adapt_input_conv``: summed for 1 channel, repeated and scaled for others) unless
+    ``adapt_conv1`` is false. Other tensors whose name or shape does not match are skipped (e.g. ``fc`` for
+    another class count); with ``strict`` any skipped or missing tensor raises.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ConfigError: no tensor of the file matches the model, or ``strict`` and some do not.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file {path} does not exist")
-    source = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(source, dict) and "state_dict" in source:
-        source = source["state_dict"]
+    source = read_state_dict(path)
+    if prefix:
+        source = {k[len(prefix) :]: v for k, v in ((_under(k, prefix), v) for k, v in source.items()) if k}
     target = model.state_dict()
-    loaded, skipped = {}, []
+    loaded: dict[str, torch.Tensor] = {}
+    unexpected, adapted = [], []
     for key, value in source.items():
-        if key in target and target[key].shape == value.shape:
-            loaded[key] = value
+        name = _target_key(key, target)
+        want = target.get(name)
+        if want is not None and want.shape == value.shape:
+            loaded[name] = value
+        elif (
+            adapt_conv1
+            and name == "conv1.weight"
+            and want is not None
+            and value.dim() == 4
+            and want.shape[:1] + want.shape[2:] == value.shape[:1] + value.shape[2:]
+        ):
+            loaded[name] = adapt_input_conv(value, want.shape[1])
+            adapted.append(name)
         else:
-            skipped.append(key)
-    if strict and (skipped or set(target) - set(loaded)):
-        raise ValueError(f"{path}: unmatched keys {skipped[:5]} / missing {sorted(set(target) - set(loaded))[:5]}")
+            unexpected.append(key)
+    missing = sorted(set(target) - set(loaded))
+    if not loaded:
+        raise ConfigError(
+            f"{path}: none of its {len(source)} tensors match the model (file keys like {sorted(source)[:3]}, "
+            f"model keys like {sorted(target)[:3]}); expected a torchvision-format state dict"
+            + (f" under {prefix!r}" if prefix else "")
+        )
+    if strict and (unexpected or missing):
+        raise ConfigError(f"{path}: unmatched keys {unexpected[:5]} / missing {missing[:5]} (strict loading)")
     model.load_state_dict(loaded, strict=False)
-    return sorted(loaded)
+    report = LoadReport(path, tuple(sorted(loaded)), tuple(missing), tuple(sorted(unexpected)), tuple(adapted))
+    log.info("pretrained weights %s", report.summary())
+    return report
