@@ -7,7 +7,7 @@ exactly what an uninterrupted one would.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -63,16 +63,43 @@ class UniformSubsets(SubsetPolicy):
 
 @SUBSET_POLICIES.register("independent")
 class IndependentKeep(SubsetPolicy):
-    """Each modality is kept independently with its probability ``keep``; an empty draw is redrawn
-    (conditioning on a non-empty subset)."""
+    """Each modality is kept independently with its probability ``keep`` (or dropped with its missing rate
+    ``rates``: ``keep_m = 1 − r_m``); an empty draw is redrawn (conditioning on a non-empty subset).
 
-    def __init__(self, modalities: Sequence[str], keep: list[float] | float = 0.5) -> None:
+    ``keep`` is one probability in (0, 1] or one per modality (a list in modality order or a mapping
+    ``{name: p}``); ``rates`` is one missing rate in [0, 1) or one per modality (list, or ``{name: r}`` where an
+    omitted modality has rate 0) — imbalanced missing rates, as MCE (Pattern Recognition 2025) trains with.
+    Give one of the two (neither: ``keep = 0.5``). A subset S ≠ ∅ is drawn with probability
+    ``Π_{m∈S} (1 − r_m) Π_{m∉S} r_m / (1 − Π_m r_m)``, so modality m is dropped for a fraction
+    ``(r_m − Π_k r_k) / (1 − Π_k r_k)`` of the samples (exactly ``r_m`` when another modality never drops).
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        keep: Sequence[float] | Mapping[str, float] | float | None = None,
+        rates: Sequence[float] | Mapping[str, float] | float | None = None,
+    ) -> None:
         super().__init__(modalities)
-        probs = [float(keep)] * len(self.modalities) if isinstance(keep, (int, float)) else [float(k) for k in keep]
-        if len(probs) != len(self.modalities) or not all(0.0 < p <= 1.0 for p in probs):
+        if keep is not None and rates is not None:
             raise ConfigError(
-                f"method.distribution.keep: need one probability in (0, 1] per modality {list(self.modalities)}"
+                "method.distribution: give keep (probabilities to keep) or rates (missing rates), not both"
             )
+        if rates is not None:
+            drop = per_modality(rates, self.modalities, "method.distribution.rates", default=0.0)
+            if not all(0.0 <= r < 1.0 for r in drop):
+                raise ConfigError(
+                    f"method.distribution.rates: need missing rates in [0, 1) for {list(self.modalities)}, got {drop}"
+                )
+            probs = [1.0 - r for r in drop]
+        else:
+            probs = per_modality(
+                0.5 if keep is None else keep, self.modalities, "method.distribution.keep", default=1.0
+            )
+            if not all(0.0 < p <= 1.0 for p in probs):
+                raise ConfigError(
+                    f"method.distribution.keep: need one probability in (0, 1] per modality {list(self.modalities)}"
+                )
         self.keep = torch.tensor(probs, dtype=torch.float64)
 
     def draw(self, index: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:
@@ -93,6 +120,32 @@ class IndependentKeep(SubsetPolicy):
                 return mask
         mask[todo] = True  # vanishingly unlikely: fall back to all modalities
         return mask
+
+
+def per_modality(
+    value: Sequence[float] | Mapping[str, float] | float, modalities: Sequence[str], key: str, default: float
+) -> list[float]:
+    """One float per modality from a scalar (all), a list in modality order, or ``{name: value}`` (omitted names
+    get ``default``); a wrong length, an unknown name or a non-number is one ``ConfigError`` line naming ``key``."""
+    if isinstance(value, Mapping):
+        unknown = [str(k) for k in value if k not in modalities]
+        if unknown:
+            raise ConfigError(f"{key}: unknown modality {unknown[0]!r}; valid modalities: {list(modalities)}")
+    try:
+        if isinstance(value, Mapping):
+            return [float(value.get(m, default)) for m in modalities]
+        if isinstance(value, bool):
+            raise TypeError
+        if isinstance(value, (int, float)):
+            return [float(value)] * len(modalities)
+        values = [float(v) for v in value]
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{key}: expected a number, a list of one number per modality or {{name: number}}, got {value!r}"
+        ) from None
+    if len(values) != len(modalities):
+        raise ConfigError(f"{key}: need one value per modality {list(modalities)}, got {len(values)}")
+    return values
 
 
 @SUBSET_POLICIES.register("weighted")

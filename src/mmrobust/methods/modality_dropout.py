@@ -2,8 +2,9 @@
 
 Each sample keeps a subset S of modalities drawn from a configurable distribution (uniform over the
 2^M − 1 non-empty subsets by default); the encoder outputs of the other modalities are zeroed (no
-rescaling) and ``L = CE``. A drawn subset is intersected with what the sample has in the data; if that
-leaves nothing, the sample keeps all its available modalities.
+rescaling) and ``L = CE``. ``rates`` (a missing rate per modality, e.g. ``{rgb: 0.1, depth: 0.5}``) is short
+for ``distribution: {name: independent, rates: ...}`` (see ``IndependentKeep``). A drawn subset is intersected with
+what the sample has in the data; if that leaves nothing, the sample keeps all its available modalities.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from mmrobust.batch import Batch
-from mmrobust.data.missing import SUBSET_POLICIES
+from mmrobust.data.missing import SUBSET_POLICIES, IndependentKeep, SubsetPolicy
 from mmrobust.methods.base import METHODS, Method, MethodContext, StepOutput, TrainState, cross_entropy_step
 from mmrobust.models.multimodal import MultimodalModel
+from mmrobust.registry import ConfigError
 
 
 @METHODS.register("modality_dropout")
@@ -24,14 +26,32 @@ class ModalityDropout(Method):
         context: the run (modality order).
         distribution: ``{name: uniform}``, ``{name: independent, keep: 0.5 | [p_1, ..., p_M]}`` or
             ``{name: weighted, subsets: [rgb, rgb+depth], weights: [1, 2]}``.
+        rates: per-modality missing rates in [0, 1) (a number for every modality, a list in modality order, or
+            ``{name: rate}``, omitted names 0); replaces a ``uniform`` distribution (any other one is an error).
     """
 
-    def __init__(self, context: MethodContext, distribution: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        context: MethodContext,
+        distribution: dict[str, Any] | None = None,
+        rates: float | list[float] | dict[str, float] | None = None,
+    ) -> None:
         super().__init__()
         self.task = context.task
         spec = dict(distribution or {"name": "uniform"})
         name = spec.pop("name", "uniform")
-        self.policy = SUBSET_POLICIES.build(name, spec, where="method.distribution", modalities=context.modalities)
+        if rates is not None:
+            if name != "uniform" or spec:
+                raise ConfigError(
+                    f"method.rates replaces method.distribution (independent per-modality drops); got both "
+                    f"(distribution {name!r}): set one of them"
+                )
+            try:
+                self.policy: SubsetPolicy = IndependentKeep(context.modalities, rates=rates)
+            except ConfigError as error:
+                raise ConfigError(str(error).replace("method.distribution.rates", "method.rates")) from None
+        else:
+            self.policy = SUBSET_POLICIES.build(name, spec, where="method.distribution", modalities=context.modalities)
 
     def drop(self, batch: Batch, state: TrainState) -> Batch:
         """The batch with each sample's drawn subset as its mask (the draw depends on seed, epoch, index).
