@@ -116,6 +116,13 @@ class MultimodalDataset(Dataset[Sample]):
             per[reason] = per.get(reason, 0) + 1
         return summary
 
+    def input_spec(self, modality: str) -> dict[str, Any] | None:
+        """How a file becomes this modality's model input, for deployment (``mmrobust predict``): a reader
+        config of ``mmrobust.data.readers`` (``{type: image, size: [H, W], mean: [...], std: [...]}``), saved in
+        every checkpoint's ``ModelSpec``. None (the default): the dataset has no file reader, and predict takes
+        ``.npy`` arrays already in model-input space."""
+        return None
+
     def targets(self) -> list[Any]:
         """All targets of the split (subclasses override when cheaper than loading every sample)."""
         return [self.load(i).target for i in range(len(self))]

@@ -123,6 +123,7 @@ class Manifest(MultimodalDataset):
             raise DatasetLayoutError(f"{path}: the {split} split is empty ({how}); every split needs samples")
         self.cells = [{m: rows[i][m] for m in modalities} for i in keep]
         self.labels = [label_ids[i] for i in keep]
+        self.reader_configs: dict[str, dict[str, Any]] = {}
         self.readers = {m: self._reader(m, (readers or {}).get(m)) for m in modalities}
         for reader in self.readers.values():
             reader.max_array_bytes, reader.max_image_pixels = max_array_bytes, max_image_pixels
@@ -139,7 +140,12 @@ class Manifest(MultimodalDataset):
                     f"dataset.readers.{modality}.type: cannot guess a reader from {first!r}; "
                     f"set one of {READERS.names()}"
                 )
+        self.reader_configs[modality] = {"type": name, **config}
         return READERS.build(name, config, where=f"dataset.readers.{modality}")
+
+    def input_spec(self, modality: str) -> dict[str, Any] | None:
+        """The resolved reader config of ``modality`` (its type guessed from the suffix when not set)."""
+        return dict(self.reader_configs[modality])
 
     def _scan(self) -> dict[str, tuple[int, ...]]:
         """Probe every file of the split from its header (cheap): count the bad ones now, in the main

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,9 +63,11 @@ class UciMfeat(MultimodalDataset):
         self.modalities = tuple(views)
         self.shapes = {v: (data[v].shape[1],) for v in views}
         self.features: dict[str, torch.Tensor] = {}
+        self.stats: dict[str, tuple[list[float], list[float]]] = {}  # view -> (mean, std) of the z-score
         for v in views:
             mean = data[v][train_idx].mean(axis=0)
             std = data[v][train_idx].std(axis=0) + 1e-6
+            self.stats[v] = (mean.tolist(), std.tolist())
             self.features[v] = torch.from_numpy((data[v][rows] - mean) / std).float()
         self.labels = torch.from_numpy(data["labels"][rows]).long()
         self.rows = rows
@@ -74,6 +77,12 @@ class UciMfeat(MultimodalDataset):
 
     def load(self, index: int) -> Sample:
         return Sample({v: self.features[v][index] for v in self.modalities}, int(self.labels[index]), index)
+
+    def input_spec(self, modality: str) -> dict[str, Any] | None:
+        """A raw feature vector (``.npy``, shape ``[dim]``) z-scored with the train statistics:
+        ``(x − mean) / std`` per feature."""
+        mean, std = self.stats[modality]
+        return {"type": "npy", "shape": list(self.shapes[modality]), "mean": mean, "std": std}
 
     def targets(self) -> list[int]:
         return self.labels.tolist()
