@@ -44,6 +44,7 @@ bench: setup
 	$(BIN)/python benchmarks/matmul_fraction.py
 	$(BIN)/python benchmarks/seg_throughput.py
 	$(BIN)/python benchmarks/eval_memory.py
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/precision.py
 
 clean:
 	rm -rf outputs multirun .pytest_cache .mypy_cache .ruff_cache

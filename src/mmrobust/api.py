@@ -9,7 +9,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +41,27 @@ def evaluate(path: str | Path, split: str | Sequence[str] | None = None) -> dict
     from mmrobust.experiment import evaluate as evaluate_run
 
     return evaluate_run(path, split)
+
+
+def predict(
+    path: str | Path, inputs: str | Path | Mapping[str, str | Path], batch_size: int = 64, strict: bool = False
+) -> list[dict[str, Any]]:
+    """Predict with the model of a run directory or checkpoint, from its checkpoint alone (no dataset).
+
+    ``inputs``: a manifest CSV (one column per modality, empty cell = missing) or ``{modality: file}`` for
+    one sample. One dict per row: the manifest's other columns, ``subset`` (the modalities used), and
+    ``prediction`` + ``p_<class>`` (classification) or ``labels``, a uint8 ``[H, W]`` array (segmentation).
+    Unusable files are logged as a warning and treated as missing (``strict``: raise instead).
+    """
+    import logging
+
+    from mmrobust.deploy.predict import predict as predict_rows
+
+    predictions = predict_rows(path, inputs, batch_size, strict)
+    if predictions.problems:
+        logging.getLogger(__name__).warning(
+            "%d input files not usable (treated as missing): %s",
+            len(predictions.problems),
+            "; ".join(map(str, predictions.problems[:5])),
+        )
+    return predictions.rows

@@ -38,6 +38,26 @@ class SchedulerConfig:
 
 
 @dataclass
+class TrainCorruptConfig:
+    """Training augmentation with input corruptions (``corruption.augment_batch``); off when ``kinds`` is empty."""
+
+    kinds: list[str] = field(default_factory=list)  # names of corruption.CORRUPTIONS, e.g. [gaussian, salt]
+    max_strength: float = 10.0  # strength = l·max_strength, l ~ U[0, 1]
+    fraction: float = 0.5  # probability that a modality of a sample is corrupted
+    rates: dict[str, float] = field(default_factory=dict)  # per-modality probability; CLI: +trainer.corrupt.rates={a:1}
+
+
+@dataclass
+class EvalCorruptConfig:
+    """Corrupted-input evaluation (``evaluation.corrupted``); off when ``conditions`` is empty."""
+
+    conditions: list[str] = field(default_factory=list)  # KIND:STRENGTH items, e.g. [gaussian:5, salt:10]
+    fraction: float = 0.5  # of the evaluated samples get the modality corrupted (QMF: 50 %)
+    modalities: list[str] = field(default_factory=list)  # the modalities corrupted in turn; empty = each
+    seed: int = 0
+
+
+@dataclass
 class TrainerConfig:
     max_epochs: int = 30
     batch_size: int = 64  # global batch (split evenly across processes)
@@ -49,7 +69,7 @@ class TrainerConfig:
     devices: int = 1
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp
-    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    precision: str = "32-true"  # 32-true | bf16-mixed (autocast) | bf16-true (bf16 weights) | 16-mixed (GPU only)
     deterministic: bool = False  # torch.use_deterministic_algorithms
     num_workers: int = 0
     select_metric: str | None = None  # validation metric averaged over select_subsets; None = the task's default
@@ -58,7 +78,11 @@ class TrainerConfig:
     encode_once: bool = True  # every-subset evaluation encodes each batch once
     progress: bool = True
     log_every_n_steps: int = 10
-    tensorboard: bool = True
+    tensorboard: bool = True  # false drops "tensorboard" from loggers (the older switch)
+    # csv | tensorboard | wandb | mlflow | {name: my_pkg.MyLogger, ...options}: see engine.loggers
+    loggers: list[Any] = field(default_factory=lambda: ["csv", "tensorboard"])
+    logger_options: dict[str, Any] = field(default_factory=dict)  # per logger name, e.g. {wandb: {mode: offline}}
+    corrupt: TrainCorruptConfig = field(default_factory=TrainCorruptConfig)  # input corruption augmentation
 
 
 @dataclass
@@ -66,6 +90,8 @@ class EvalConfig:
     bona_fide_class: int | None = None  # set for face anti-spoofing: adds APCER/BPCER/ACER
     threshold: str = "argmax"  # argmax | val (fixed per subset on the validation split)
     splits: list[str] = field(default_factory=lambda: ["test"])
+    corrupt: EvalCorruptConfig = field(default_factory=EvalCorruptConfig)  # corrupted-input evaluation
+    paper_table: str | None = None  # a stored printed table (mmrobust/paper_tables): `report` sets ours beside it
 
 
 @dataclass
@@ -162,6 +188,10 @@ def validate_run_config(cfg: RunConfig) -> None:
         milestones,
     )
     need(e.threshold in THRESHOLDS, "eval.threshold", f"one of {list(THRESHOLDS)}", e.threshold)
+    if e.paper_table is not None:
+        from mmrobust.evaluation.paper_compare import paper_table_keys
+
+        need(e.paper_table in paper_table_keys(), "eval.paper_table", f"one of {paper_table_keys()}", e.paper_table)
     need(
         e.bona_fide_class is None or e.bona_fide_class >= 0,
         "eval.bona_fide_class",
@@ -187,6 +217,12 @@ def validate_run_config(cfg: RunConfig) -> None:
         "distinct subset names",
         list(t.select_subsets),
     )
+    from mmrobust.corruption import validate_corrupt_config
+
+    validate_corrupt_config(cfg)
+    from mmrobust.engine.loggers import logger_specs
+
+    logger_specs(t)  # names, options, installed packages
 
 
 def validate_against_data(cfg: RunConfig, modalities: Sequence[str], num_classes: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -18,12 +19,13 @@ from typing import Any, cast
 
 import torch
 from lightning.fabric import Fabric
-from lightning.fabric.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from mmrobust.config import RunConfig, validate_against_data, validate_run_config
+from mmrobust.corruption import validate_corrupt_data
 from mmrobust.data import DATASETS, MultimodalDataset
 from mmrobust.data.base import SPLITS
+from mmrobust.deploy.spec import job_spec
 from mmrobust.engine.checkpoint import (
     clean_orphan_temps,
     load_checkpoint,
@@ -32,10 +34,14 @@ from mmrobust.engine.checkpoint import (
     write_text_atomic,
 )
 from mmrobust.engine.faults import fault_point
+from mmrobust.engine.loggers import build_loggers, log_hyperparams
 from mmrobust.engine.metrics_log import MetricsCSV
+from mmrobust.engine.precision import check_precision_device, convert_modules
 from mmrobust.engine.run_folder import prepare_run_folder
 from mmrobust.engine.run_lock import RunFolderError, RunLock
 from mmrobust.engine.trainer import FitResult, Trainer
+from mmrobust.evaluation.corrupted import Condition, add_corrupted, corrupted_results, save_corrupted_into_run
+from mmrobust.evaluation.corruption_report import print_corruption_report
 from mmrobust.evaluation.report import result_rows, write_report
 from mmrobust.methods import METHODS, Method, MethodContext
 from mmrobust.models import build_model
@@ -81,6 +87,7 @@ def build_data(cfg: RunConfig) -> Data:
     splits = {s: DATASETS.build(name, {**spec, "split": s}, where="dataset") for s in SPLITS}
     train = splits["train"]
     validate_against_data(cfg, train.modalities, train.num_classes)
+    validate_corrupt_data(cfg, train.modalities, train.shapes)
     options = dict(cfg.task)
     task_name = str(options.pop("name", None) or train.task)
     if task_name != train.task:
@@ -101,28 +108,23 @@ def make_fabric(cfg: RunConfig) -> Fabric:
     """Fabric from the trainer config; Lightning's complaints about these keys become a ConfigError."""
     t = cfg.trainer
     try:
-        fabric = Fabric(
-            accelerator=t.accelerator,
-            devices=t.devices,
-            num_nodes=t.num_nodes,
-            strategy=t.strategy,
-            precision=cast(Any, t.precision),
-        )
+        with warnings.catch_warnings():  # its fallback of 16-mixed to bf16-mixed on the CPU: refused below
+            warnings.filterwarnings("ignore", message=".*AMP with fp16 is not supported on CPU")
+            fabric = Fabric(
+                accelerator=t.accelerator,
+                devices=t.devices,
+                num_nodes=t.num_nodes,
+                strategy=t.strategy,
+                precision=cast(Any, t.precision),
+            )
     except (ValueError, RuntimeError) as error:
         raise ConfigError(
             f"trainer.accelerator/devices/num_nodes/strategy/precision "
             f"({t.accelerator}/{t.devices}/{t.num_nodes}/{t.strategy}/{t.precision}): {error}"
         ) from error
+    check_precision_device(t.precision, fabric.device)  # Lightning would train 16-mixed on the CPU as bf16-mixed
     fabric.launch()
     return fabric
-
-
-def loggers_for(folder: Path, tensorboard: bool) -> list[Any]:
-    """``logs/metrics.csv`` (appended row by row, kept across kills and resumes) and optionally TensorBoard."""
-    loggers: list[Any] = [MetricsCSV(folder / "logs" / "metrics.csv")]
-    if tensorboard:
-        loggers.append(TensorBoardLogger(root_dir=str(folder), name="logs", version="tensorboard"))
-    return loggers
 
 
 def log_to(loggers: list[Any]) -> Callable[[dict[str, float], int], None]:
@@ -302,6 +304,7 @@ def train_and_evaluate(
     splits = eval_splits(cfg)
     metrics: dict[str, dict[int, SubsetMetric]] = {s: {} for s in splits}
     fits = {}
+    corrupted: dict[Condition, dict[int, SubsetMetric]] = {}  # eval.corrupt (QMF noise protocol)
     written: list[bool] = []
 
     def write_config() -> None:  # once, when the first model and method are built: the run starts
@@ -316,6 +319,8 @@ def train_and_evaluate(
         model = build_job_model(cfg, data)
         fit_helper = partial(fit_submodel, cfg, fabric, data, folder, provenance)
         method = build_method(cfg, data, folder, model, fit_helper, before_prepare=write_config)
+        # the deployment spec (deploy/spec.py): a checkpoint alone rebuilds the model and reads its inputs
+        provenance["spec"] = job_spec(data.train, data.task, method, cfg.model, job.subsets, cfg.dataset.get("name"))
         trainer, fit = fit_model(
             cfg, fabric, data, folder, model, method, provenance, restrict_to=job.restrict_to, select=job.subsets
         )
@@ -326,12 +331,16 @@ def train_and_evaluate(
         }
         load_model_state(model, load_checkpoint(fit.best_path)["model"], fit.best_path)
         for split in splits:
-            metrics[split] |= trainer.evaluate(model, getattr(data, split), list(job.subsets))
+            metrics[split] |= trainer.evaluate(model, getattr(data, split), list(job.subsets), label=split)
         shown = getattr(data, cfg.eval.splits[0])
-        if fabric.is_global_zero and len(shown):
-            examples = trainer.collate(shown)([shown[i] for i in range(min(4, len(shown)))])
-            data.task.save_examples(model, examples.to(fabric.device), list(job.subsets), folder / "examples.png")
+        with fabric.autocast():  # trainer.precision, as in training (the model was converted by the trainer)
+            add_corrupted(corrupted, trainer, model, shown, list(job.subsets), cfg.eval.corrupt)
+            if fabric.is_global_zero and len(shown):
+                examples = trainer.collate(shown)([shown[i] for i in range(min(4, len(shown)))])
+                data.task.save_examples(model, examples.to(fabric.device), list(job.subsets), folder / "examples.png")
     results = summarize(cfg, data, metrics, resolved) | {"fits": fits}
+    shown = getattr(data, cfg.eval.splits[0])
+    results |= corrupted_results(corrupted, results, cfg.eval.splits[0], cfg.eval.corrupt, len(shown))
     if fabric.is_global_zero:
         write_outputs(results, run_dir, list(cfg.eval.splits))
     return results
@@ -363,7 +372,8 @@ def fit_model(
     trainer_cfg = cfg.trainer if max_epochs is None else replace(cfg.trainer, max_epochs=max_epochs)
     if select is not None and not trainer_cfg.select_subsets:
         trainer_cfg = replace(trainer_cfg, select_subsets=[subset_name(s, data.modalities) for s in select])
-    loggers = loggers_for(folder, cfg.trainer.tensorboard) if fabric.is_global_zero else []
+    loggers = build_loggers(cfg.trainer, folder) if fabric.is_global_zero else []  # engine.loggers
+    log_hyperparams(loggers, provenance.get("config", {}))  # the resolved run config, once at the start
     trainer = Trainer(
         trainer_cfg,
         fabric,
@@ -453,6 +463,7 @@ def write_tables(results: dict[str, Any], out: Path, splits: Sequence[str]) -> N
             print(f"{split} split:")
         print(paths["markdown"].read_text())
         saved += [str(p) for p in paths.values()]
+    saved += [str(p) for p in print_corruption_report([results], out).values()]  # when results has "corrupted"
     print(f"saved: {', '.join(saved)}")
 
 
@@ -463,7 +474,10 @@ def write_outputs(results: dict[str, Any], run_dir: Path, splits: Sequence[str] 
 
 
 def evaluate(
-    path: str | Path, split: str | Sequence[str] | None = None, out_dir: str | Path | None = None
+    path: str | Path,
+    split: str | Sequence[str] | None = None,
+    out_dir: str | Path | None = None,
+    corrupt: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Re-evaluate a finished run directory (every model of its runner) or a single checkpoint.
 
@@ -493,6 +507,10 @@ def evaluate(
         if s not in SPLITS:
             raise ConfigError(f"split: expected one of {list(SPLITS)}, got {s!r}")
     requested = list(dict.fromkeys(requested))
+    if corrupt:  # ``mmrobust eval RUN corrupt=...``: the corrupted-input evaluation (evaluation.corrupted)
+        cfg.eval.corrupt = replace(cfg.eval.corrupt, **corrupt)
+        validate_run_config(cfg)
+    corrupted: dict[Condition, dict[int, SubsetMetric]] = {}
     cfg.trainer.devices, cfg.trainer.num_nodes, cfg.trainer.strategy = 1, 1, "auto"
     fabric = make_fabric(cfg)
     data = build_data(cfg)
@@ -506,11 +524,17 @@ def evaluate(
         best = ckpt_paths[job.folder] if ckpt_paths else folder / "checkpoints" / "best.ckpt"
         model = build_job_model(cfg, data)  # the architecture the method declared (method.model_config)
         load_model_state(model, load_checkpoint(best)["model"], best)
+        convert_modules(fabric, model.to(fabric.device))  # trainer.precision: *-true evaluates as it was trained
         trainer = Trainer(cfg.trainer, fabric, folder, cfg.seed, task=data.task, log_fn=lambda m, s: None)
         for s in splits:
-            metrics[s] |= trainer.evaluate(model.to(fabric.device), getattr(data, s), list(job.subsets))
+            metrics[s] |= trainer.evaluate(model, getattr(data, s), list(job.subsets), label=s)
+        with fabric.autocast():
+            add_corrupted(corrupted, trainer, model, getattr(data, requested[0]), list(job.subsets), cfg.eval.corrupt)
     resolved = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
     results = summarize(cfg, data, metrics, resolved)
+    results |= corrupted_results(corrupted, results, requested[0], cfg.eval.corrupt, len(getattr(data, requested[0])))
+    if "corrupted" in results and path.is_dir() and (run_dir / "results.json").is_file():
+        save_corrupted_into_run(results["corrupted"], run_dir / "results.json")  # what `mmrobust report` reads
     out = Path(out_dir) if out_dir else run_dir / f"eval_{'_'.join(requested)}"
     results["metrics"] = {s: results["metrics"][s] for s in requested}
     results["details"] = {s: results["details"][s] for s in requested}

@@ -124,7 +124,7 @@ def test_best_checkpoint_is_the_best_validation_epoch_and_files_are_complete(tmp
     ]:
         assert (tmp_path / name).is_file(), name
     assert not list(tmp_path.rglob("*.tmp"))
-    assert "train/ce" in (tmp_path / "logs/metrics.csv").read_text().splitlines()[0]
+    assert "train_step/ce" in (tmp_path / "logs/metrics.csv").read_text().splitlines()[0]
 
 
 def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):

@@ -64,5 +64,8 @@ class MetricsCSV:
             self._rewrite(kept)
         return len(rows) - len(kept)
 
+    def log_hyperparams(self, params: dict[str, Any]) -> None:
+        """Nothing: the run folder's ``config.yaml`` holds the hyper-parameters (the Lightning logger interface)."""
+
     def finalize(self, status: str) -> None:
         """Nothing is buffered (the Lightning logger interface)."""

@@ -17,11 +17,12 @@ Called with the folder's lock held (``run_lock.RunLock``):
 - ``resume``, ``overwrite``: how this invocation treats the folder;
 - ``trainer.max_epochs``: train longer (or stop earlier); the learning-rate schedule is recomputed for the
   new total, so a longer cosine schedule is stretched from the resumed step on;
-- ``trainer.progress``, ``trainer.tensorboard``, ``trainer.log_every_n_steps``: display and logging only;
+- ``trainer.progress``, ``trainer.tensorboard``, ``trainer.loggers``, ``trainer.logger_options``,
+  ``trainer.log_every_n_steps``: display and logging only;
 - ``trainer.num_workers``: data loading processes; samples and their per-index randomness do not change;
 - ``trainer.eval_batch_size``, ``trainer.encode_once``: how evaluation is batched (the same predictions);
-- ``eval.splits``, ``eval.threshold``: which splits are reported and how, after training (never used in
-  training or model selection).
+- ``eval.splits``, ``eval.threshold``, ``eval.corrupt.*``: which splits are reported and how, after training
+  (never used in training or model selection).
 """
 
 from __future__ import annotations
@@ -43,12 +44,18 @@ RESUME_MUTABLE = frozenset(
         "trainer.max_epochs",
         "trainer.progress",
         "trainer.tensorboard",
+        "trainer.loggers",
+        "trainer.logger_options",
         "trainer.log_every_n_steps",
         "trainer.num_workers",
         "trainer.eval_batch_size",
         "trainer.encode_once",
         "eval.splits",
         "eval.threshold",
+        "eval.corrupt.conditions",
+        "eval.corrupt.fraction",
+        "eval.corrupt.modalities",
+        "eval.corrupt.seed",
     }
 )
 HYDRA_ENTRIES = (".hydra",)  # written by Hydra for the new run before mmrobust starts
@@ -104,7 +111,7 @@ def changed_keys(saved: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, 
     old_flat, new_flat = flatten(saved), flatten(new)
     changed = {}
     for key in sorted(old_flat.keys() | new_flat.keys()):
-        if key in RESUME_MUTABLE:
+        if key in RESUME_MUTABLE or key.startswith("trainer.logger_options."):  # a logger's nested options
             continue
         a, b = old_flat.get(key, _MISSING), new_flat.get(key, _MISSING)
         if a != b:

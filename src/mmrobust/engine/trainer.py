@@ -16,29 +16,37 @@ batch as a single process would (``DistributedSampler`` with the same seed), and
 keyed by dataset index, so one process and N processes follow the same trajectory (up to float summation
 order) for models without BatchNorm. BatchNorm statistics are per process during an epoch and averaged across
 processes at its end.
+
+Precision (``trainer.precision``) is applied without wrapping the model either (``engine.precision``): ``setup``
+converts the model and the method for ``*-true``, batches are cast to the model's dtype, and every forward
+(training step, validation, ``evaluate``, ``predict``) runs inside ``fabric.autocast()``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 from lightning.fabric import Fabric
+from rich.progress import Progress
 from torch.utils.data import DataLoader, DistributedSampler
 
 from mmrobust.config import TrainerConfig
+from mmrobust.corruption import augment_batch
 from mmrobust.data.base import MultimodalDataset
 from mmrobust.data.collate import Collate
 from mmrobust.distributed import all_reduce, average_buffers, broadcast_parameters, gather_concat, sync_gradients
 from mmrobust.engine.checkpoint import load_checkpoint, load_model_state, save_atomic, write_json_atomic
 from mmrobust.engine.faults import fault_point
 from mmrobust.engine.optim import build_optimizer, build_schedule
-from mmrobust.engine.progress import progress_bar
+from mmrobust.engine.precision import cast_to_model, convert_modules
+from mmrobust.engine.progress import progress_bar, tracked
 from mmrobust.evaluation.evaluator import Predictions, evaluate_subsets, predict_subsets
 from mmrobust.methods.base import EpochContext, Method, TrainState
 from mmrobust.models.multimodal import MultimodalModel
@@ -133,6 +141,7 @@ class Trainer:
         self.provenance = provenance or {}
         self.log_fn = log_fn or (lambda metrics, step: fabric.log_dict(metrics, step))
         self.on_restore = on_restore
+        self.bar: Progress | None = None  # the live progress bar (``progress``)
         if cfg.batch_size % fabric.world_size:
             raise ConfigError(
                 f"trainer.batch_size: {cfg.batch_size} is not divisible by the {fabric.world_size} processes"
@@ -186,31 +195,49 @@ class Trainer:
             num_workers=self.cfg.num_workers,
         )
 
+    @contextmanager
+    def progress(self) -> Iterator[Progress]:
+        """The live progress bar: ``fit``'s while it trains, else a new one for this block; disabled when
+        ``trainer.progress=false`` and on every process but rank 0."""
+        if self.bar is not None:
+            yield self.bar
+            return
+        with progress_bar(enabled=self.cfg.progress and self.fabric.is_global_zero) as bar:
+            self.bar = bar
+            try:
+                yield bar
+            finally:
+                self.bar = None
+
     def evaluate(
-        self, model: MultimodalModel, dataset: MultimodalDataset, subsets: list[int]
+        self, model: MultimodalModel, dataset: MultimodalDataset, subsets: list[int], *, label: str = "eval"
     ) -> dict[int, SubsetMetric]:
-        """Streaming task metrics of every subset on a whole split (sharded; states summed across processes)."""
-        return evaluate_subsets(
-            model,
-            self.eval_loader(dataset),
-            subsets,
-            self.task,
-            device=self.fabric.device,
-            encode_once=self.cfg.encode_once,
-            on_unreadable=dataset.record_unreadable,
-        )
+        """Streaming task metrics of every subset on a whole split (sharded; states summed across processes), the
+        forwards in the run's precision; the progress bar's task ``label`` advances per batch."""
+        with self.progress() as bar, self.fabric.autocast():
+            return evaluate_subsets(
+                model,
+                tracked(self.eval_loader(dataset), bar, label),
+                subsets,
+                self.task,
+                device=self.fabric.device,
+                encode_once=self.cfg.encode_once,
+                on_unreadable=dataset.record_unreadable,
+            )
 
     def predict(self, model: MultimodalModel, dataset: MultimodalDataset, subsets: list[int]) -> dict[int, Predictions]:
-        """Per-sample predictions (compacted by the task) of every subset on a whole split, for method hooks."""
-        return predict_subsets(
-            model,
-            self.eval_loader(dataset, pad=True),
-            subsets,
-            device=self.fabric.device,
-            encode_once=self.cfg.encode_once,
-            gather=gather_concat,
-            compact=self.task.compact,
-        )
+        """Per-sample predictions (compacted by the task) of every subset on a whole split, for method hooks; the
+        forwards in the run's precision."""
+        with self.progress() as bar, self.fabric.autocast():
+            return predict_subsets(
+                model,
+                tracked(self.eval_loader(dataset, pad=True), bar, "predict"),
+                subsets,
+                device=self.fabric.device,
+                encode_once=self.cfg.encode_once,
+                gather=gather_concat,
+                compact=self.task.compact,
+            )
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """Every process's ``x`` concatenated in rank order. Shape: ``[n, ...]`` -> ``[world·n, ...]``."""
@@ -265,7 +292,7 @@ class Trainer:
             self.restore(run, model, method)
         if self.on_restore is not None:
             self.on_restore(run.state.step)  # logs: drop rows of steps that will be trained again
-        with progress_bar(enabled=self.cfg.progress and self.fabric.is_global_zero) as bar:
+        with self.progress() as bar:  # a train task advanced per step, a val task per validation batch
             task = bar.add_task("train", total=max(self.cfg.max_epochs - run.start_epoch, 0) * run.steps_per_epoch)
             for epoch in range(run.start_epoch, self.cfg.max_epochs):
                 sums = self.train_epoch(
@@ -278,11 +305,13 @@ class Trainer:
         return FitResult(run.best_path, run.last_path, run.best_epoch, run.best_score, run.history, run.select_from)
 
     def setup(self, model: MultimodalModel, method: Method, train_set: MultimodalDataset) -> FitRun:
-        """Devices, the same starting weights on every process, optimizer, loader, schedule, selection rule."""
+        """Devices, precision (``*-true`` converts the model and the method), the same starting weights on every
+        process, optimizer, loader, schedule, selection rule."""
         fabric, cfg = self.fabric, self.cfg
         select_metric = self.select_metric()
         model.to(fabric.device)
         method.to(fabric.device)
+        convert_modules(fabric, model, method)
         broadcast_parameters(model, method)
         params = [p for p in [*model.parameters(), *method.parameters()] if p.requires_grad]
         optimizer = cast(torch.optim.Optimizer, fabric.setup_optimizers(build_optimizer(params, cfg.optimizer)))
@@ -353,6 +382,8 @@ class Trainer:
             batch = batch.to(fabric.device)
             if self.restrict_to is not None:
                 batch = batch.restrict(self.restrict_to)
+            batch = augment_batch(batch, cfg.corrupt, self.seed, epoch)  # trainer.corrupt (off by default)
+            batch = cast_to_model(batch, model)  # *-true: the inputs in the model's dtype (a no-op otherwise)
             terms = self.train_step(model, method, batch, state, run.optimizer, run.params, run.last_path)
             run.schedule.step()
             state.step += 1
@@ -360,7 +391,7 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + v
             if state.step % cfg.log_every_n_steps == 0:
                 lr = float(run.schedule.get_last_lr()[0])
-                self.log_fn({f"train/{k}": v for k, v in terms.items()} | {"lr": lr}, state.step)
+                self.log_fn({f"train_step/{k}": v for k, v in terms.items()} | {"lr": lr}, state.step)
             advance(f"epoch {epoch + 1}/{cfg.max_epochs} loss {terms['loss']:.4f}")
         average_buffers(model, method)
         return sums
@@ -379,12 +410,16 @@ class Trainer:
         state = run.state
         ctx = EpochContext(validate=lambda s: self.predict(model, val_set, s), log=self.log_fn, run_dir=self.run_dir)
         method.on_epoch_end(model, state, ctx)
-        val = [m.scores()[run.select_metric] for m in self.evaluate(model, val_set, run.subsets).values()]
-        score = sum(val) / len(val)
-        record = {"epoch": epoch, "step": state.step} | {f"train/{k}": v / run.steps_per_epoch for k, v in sums.items()}
+        val = [m.scores() for m in self.evaluate(model, val_set, run.subsets, label="val").values()]
+        means = {k: sum(s[k] for s in val) / len(val) for k in val[0] if all(k in s for s in val)}
+        score = means[run.select_metric]
+        train = {k: v / run.steps_per_epoch for k, v in sums.items()}
+        record = {"epoch": epoch, "step": state.step} | {f"train/{k}": v for k, v in train.items()}
         record |= {f"val/avg_{run.select_metric}": score}
         run.history.append(record)
-        self.log_fn({k: v for k, v in record.items() if k != "epoch"} | {"epoch": epoch}, state.step)
+        # logs: epoch means as train_epoch/<term> (steps log train_step/<term>), every metric as val/avg_<metric>
+        logged = {f"train_epoch/{k}": v for k, v in train.items()} | {f"val/avg_{k}": v for k, v in means.items()}
+        self.log_fn(logged | {"epoch": epoch}, state.step)
         eligible = epoch >= run.select_from
         improved = eligible and (run.sign * score > run.sign * run.best_score if run.best_epoch >= 0 else True)
         if improved:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from mmrobust.batch import Batch
+from mmrobust.engine.precision import cast_to_model
 from mmrobust.subsets import subset_mask
 from mmrobust.tasks.base import SubsetMetric, Task
 
@@ -39,7 +40,9 @@ class Predictions:
 def subset_outputs(
     model: Any, batch: Batch, subsets: Sequence[int], encode_once: bool = True
 ) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield ``(subset, logits)`` of every subset on one batch (the model in its current mode)."""
+    """Yield ``(subset, logits)`` of every subset on one batch (the model in its current mode; floating inputs
+    cast to the model's dtype, a no-op unless ``trainer.precision`` converted it)."""
+    batch = cast_to_model(batch, model)
     once = encode_once and not getattr(model, "fusion_inside_encoders", False)
     if once:
         features = model.encode(batch)
