@@ -3,6 +3,7 @@
 import json
 import subprocess
 
+import pytest
 import torch
 
 from mmrobust.engine.checkpoint import load_checkpoint
@@ -18,6 +19,7 @@ def mmrobust(args, env, timeout=240):
     return subprocess.run([*MMROBUST, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_train_eval_and_report(tmp_path, cli_env):
     runs = []
     for seed in (0, 1):
@@ -46,6 +48,7 @@ def test_train_eval_and_report(tmp_path, cli_env):
     assert (tmp_path / "report/report_heatmap.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_multirun_sweep_with_customized_runner(tmp_path, cli_env):
     sweep = tmp_path / "sweep"
     out = mmrobust(
@@ -68,6 +71,7 @@ def test_multirun_sweep_with_customized_runner(tmp_path, cli_env):
     assert "| a | b | c | customized | full |" in out.stdout or "| a | b | c | full | customized |" in out.stdout
 
 
+@pytest.mark.slow
 def test_user_errors_are_one_clear_line(tmp_path, cli_env):
     cases = {
         "method=nope": "Could not find 'method/nope'",
@@ -87,6 +91,7 @@ def test_user_errors_are_one_clear_line(tmp_path, cli_env):
     assert out.returncode == 2 and "manifest file" in out.stderr and "expected layout" in out.stderr
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path, cli_env):
     common = [*TINY, "trainer.optimizer.name=sgd", "trainer.optimizer.lr=0.05", "trainer.scheduler.name=none"]
     single = mmrobust(["train", *common, f"hydra.run.dir={tmp_path / 'one'}"], cli_env)
@@ -107,3 +112,30 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path, 
     assert ra.keys() == rb.keys()
     for s in ra:
         assert abs(ra[s]["accuracy"] - rb[s]["accuracy"]) <= 1 / 64 + 1e-9
+
+
+def test_version_is_the_package_version(capsys):
+    from importlib.metadata import version
+
+    from mmrobust.cli import main
+
+    main(["--version"])
+    assert capsys.readouterr().out.strip() == f"mmrobust {version('mmrobust')}"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["eval"], ["report"], ["data"], ["data", "check"], ["analyze"], ["analyze", "dmrnet"], ["prepare"], ["predict"],
+        ["export"],
+    ],
+)
+def test_every_command_has_help(command, capsys):
+    from mmrobust.cli import main
+
+    try:
+        main([*command, "--help"])
+    except SystemExit as stop:  # argparse exits 0 after printing the help
+        assert stop.code == 0
+    out = capsys.readouterr()
+    assert out.out.startswith("usage: mmrobust " + command[0]) and out.err == ""

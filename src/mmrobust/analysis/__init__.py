@@ -14,6 +14,10 @@ ANALYSES = {"dmrnet": "mmrobust.analysis.dmrnet"}
 
 def main(argv: Sequence[str]) -> None:
     """Dispatch ``NAME ARGS...`` to the analysis module's ``main(ARGS)``."""
+    usage = f"usage: mmrobust analyze {{{','.join(ANALYSES)}}} RUN [RUN ...] [--out DIR] (-h for help)"
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage)
+        return
     if not argv or argv[0] not in ANALYSES:
-        sys.exit(f"usage: mmrobust analyze {{{','.join(ANALYSES)}}} RUN [RUN ...] [--out DIR] (-h for help)")
+        sys.exit(usage)
     importlib.import_module(ANALYSES[argv[0]]).main(list(argv[1:]))

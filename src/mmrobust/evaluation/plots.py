@@ -1,4 +1,11 @@
-"""Plots: a heatmap of one metric per subset (rows) × method (columns)."""
+"""Plots of a report: a heatmap of one metric per subset (rows) × method (columns), and for many subsets a
+compact figure of the metric against the number of modalities present.
+
+Readability rules: a cell's number is black on light colours and white on dark ones (chosen from the
+colour's relative luminance ``L = 0.2126 R + 0.7152 G + 0.0722 B``, threshold 0.5); numbers (with ± std when
+there are several seeds) are written only when the table is small enough to read them; the figure grows
+with the number of rows, so 63 subsets stay legible.
+"""
 
 from __future__ import annotations
 
@@ -14,24 +21,69 @@ import numpy as np
 
 from mmrobust.subsets import all_subsets, subset_name
 
+ANNOTATE_MAX_CELLS = 160  # above this many cells the numbers are left out (read them in the .md table)
+COMPACT_MIN_MODALITIES = 4  # from 4 modalities (15 subsets) on, the by-size figure is written too
+
+
+def text_colour(rgba: Sequence[float] | np.ndarray) -> str:
+    """Black on light cells, white on dark ones (relative luminance of the cell colour)."""
+    r, g, b = rgba[:3]
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.5 else "white"
+
+
+def cell_text(mean: float, std: float, n: int) -> str:
+    return f"{mean:.1f}±{std:.1f}" if n > 1 and np.isfinite(std) else f"{mean:.1f}"
+
 
 def heatmap(summary: Mapping[str, Mapping[str, Any]], modalities: Sequence[str], metric: str, path: Path) -> Path:
     """Save a PNG heatmap of ``summary[method][subset] = (mean, std, n)`` (percent) and return its path."""
     methods = list(summary)
     subsets = [subset_name(s, modalities) for s in all_subsets(len(modalities))]
     subsets = [s for s in subsets if any(s in summary[m] for m in methods)]
-    values = np.array([[summary[m].get(s, (np.nan,))[0] for m in methods] for s in subsets], dtype=float)
-    fig, ax = plt.subplots(figsize=(2.2 + 1.3 * len(methods), 1.0 + 0.26 * len(subsets)))
+    cells = [[tuple(summary[m].get(s, (np.nan, np.nan, 0))) for m in methods] for s in subsets]
+    values = np.array([[c[0] for c in row] for row in cells], dtype=float)
+    annotate = values.size <= ANNOTATE_MAX_CELLS
+    with_std = annotate and any(c[2] > 1 for row in cells for c in row)
+    column_width = 1.5 if with_std else 1.1
+    fig, ax = plt.subplots(figsize=(2.6 + column_width * len(methods), 1.4 + 0.3 * len(subsets)))
     image = ax.imshow(values, aspect="auto", cmap="viridis")
     ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
-    ax.set_yticks(range(len(subsets)), subsets, fontsize=7)
-    if values.size <= 400:
-        for i in range(len(subsets)):
-            for j in range(len(methods)):
-                if np.isfinite(values[i, j]):
-                    ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=6, color="w")
+    ax.set_yticks(range(len(subsets)), subsets, fontsize=8 if len(subsets) <= 31 else 7)
+    if annotate:
+        for i, row in enumerate(cells):
+            for j, (mean, std, n) in enumerate(row):
+                if np.isfinite(mean):
+                    colour = text_colour(image.cmap(image.norm(mean)))
+                    ax.text(j, i, cell_text(mean, std, n), ha="center", va="center", fontsize=8, color=colour)
     fig.colorbar(image, ax=ax, label=f"{metric} (%)")
-    ax.set_title(f"{metric} per modality subset")
+    ax.set_title(f"{metric} per modality subset" + ("" if annotate else " (values in the .md table)"))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def by_subset_size(
+    summary: Mapping[str, Mapping[str, Any]], modalities: Sequence[str], metric: str, path: Path
+) -> Path:
+    """Save the compact figure for many subsets: per method, the mean of ``metric`` over the subsets with
+    ``k`` modalities present (line), and the worst-to-best subset of that size (band), ``k = 1..M``."""
+    names = {subset_name(s, modalities): bin(s).count("1") for s in all_subsets(len(modalities))}
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for method, cells in summary.items():
+        sizes = sorted({names[s] for s in cells if s in names})
+        per_size = [[cells[s][0] for s in cells if names.get(s) == k] for k in sizes]
+        means = [float(np.mean(v)) for v in per_size]
+        line = ax.plot(sizes, means, marker="o", label=method)[0]
+        ax.fill_between(sizes, [min(v) for v in per_size], [max(v) for v in per_size], alpha=0.15,
+                        color=line.get_color())  # fmt: skip
+    ax.set_xlabel("modalities present")
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_xticks(range(1, len(modalities) + 1))
+    ax.set_title(f"{metric}: mean over subsets of each size (band: worst to best subset)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

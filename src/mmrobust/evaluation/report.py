@@ -148,8 +148,9 @@ def metrics_of(rows: Sequence[Row]) -> list[str]:
 def write_report(
     rows: Sequence[Row], modalities: Sequence[str], out_dir: str | Path, stem: str = "report"
 ) -> dict[str, Path]:
-    """Write ``<stem>.md/.csv/.json/.tex`` and ``<stem>_heatmap.png``; returns their paths by kind."""
-    from mmrobust.evaluation.plots import heatmap
+    """Write ``<stem>.md/.csv/.json/.tex`` and ``<stem>_heatmap.png`` (plus ``<stem>_by_size.png`` for many
+    subsets); returns their paths by kind."""
+    from mmrobust.evaluation.plots import COMPACT_MIN_MODALITIES, by_subset_size, heatmap
 
     out_dir = Path(out_dir)
     metrics = metrics_of(rows)
@@ -166,9 +167,10 @@ def write_report(
         ),
         "latex": write_text_atomic(latex(rows, modalities, metrics), out_dir / f"{stem}.tex"),
     }
-    paths["heatmap"] = heatmap(
-        summary(rows, modalities, metrics[0]), modalities, metrics[0], out_dir / f"{stem}_heatmap.png"
-    )
+    first = summary(rows, modalities, metrics[0])
+    paths["heatmap"] = heatmap(first, modalities, metrics[0], out_dir / f"{stem}_heatmap.png")
+    if len(modalities) >= COMPACT_MIN_MODALITIES:
+        paths["by_size"] = by_subset_size(first, modalities, metrics[0], out_dir / f"{stem}_by_size.png")
     return paths
 
 
@@ -189,4 +191,48 @@ def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
             f"{'+'.join(m)}: {dirs[0]}{' ...' if len(dirs) > 1 else ''}" for m, dirs in by_modalities.items()
         )
         raise ConfigError(f"the runs have different modality sets ({groups}); report each set separately")
+    return label_configurations(results)
+
+
+# config keys that do not change what a run trains or how it is scored (a sweep over them is not a new row)
+NOT_A_CONFIGURATION = (
+    "seed", "resume", "overwrite", "method.label", "trainer.progress", "trainer.tensorboard", "trainer.logger",
+    "trainer.log_every_n_steps", "trainer.num_workers", "trainer.eval_batch_size", "eval.splits", "eval.corrupt",
+    "eval.paper_table", "trainer.devices", "trainer.num_nodes", "trainer.strategy",
+)  # fmt: skip
+
+
+def flat_config(config: Any, prefix: str = "") -> dict[str, str]:
+    """``{'trainer.optimizer.lr': '0.01', ...}`` (leaves as JSON text, so lists and dicts compare by value)."""
+    if not isinstance(config, dict):
+        return {prefix: json.dumps(config, sort_keys=True)}
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        flat |= flat_config(value, f"{prefix}.{key}" if prefix else str(key))
+    return flat
+
+
+def label_configurations(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give runs that share a method label but differ in configuration distinct labels, so that a report never
+    averages different configurations as seeds of one: ``method (key=value, ...)`` naming the keys whose values
+    differ within that label (the seed and the keys in ``NOT_A_CONFIGURATION`` do not count)."""
+    by_label: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        by_label[r["method"]].append(r)
+    for label, runs in by_label.items():
+        flats = [
+            {k: v for k, v in flat_config(r.get("config", {})).items() if not k.startswith(NOT_A_CONFIGURATION)}
+            for r in runs
+        ]
+        keys = sorted({k for f in flats for k in f if len({g.get(k) for g in flats}) > 1})
+        for r, f in zip(runs, flats):
+            if keys:
+                r["method"] = f"{label} ({', '.join(f'{k}={json.loads(f[k]) if k in f else None}' for k in keys)})"
+        seeds = [(r["method"], r["seed"]) for r in runs]
+        duplicates = sorted({f"{m} seed {s}" for m, s in seeds if seeds.count((m, s)) > 1})
+        if duplicates:
+            raise ConfigError(
+                f"runs {duplicates[:3]} appear more than once with the same configuration (the same run reported "
+                "twice?); give each directory once"
+            )
     return results
