@@ -147,7 +147,9 @@ def test_cli_train_eval_and_report_with_corrupted_inputs(tmp_path, capsys, drop_
 
     code, out, err = run_cli(["report", str(run), "--out", str(tmp_path / "rep")], capsys)
     assert code == 0, err
-    table = out[out.index("a corrupted in 50 % of the test samples") :]
+    assert "one modality corrupted in 50 % of the samples" in out  # the summary is printed, the tables saved
+    full = (tmp_path / "rep/corrupted.md").read_text()
+    table = full[full.index("a corrupted in 50 % of the test samples") :]
     header = table.splitlines()[2]
     assert header.split("|")[1:-1] == [" a ", " b ", " c ", " clean ", " gaussian 5 ", " salt 10 "]
     assert "| ● | ○ | ○ |" in table and "| Average |" in table
@@ -188,7 +190,12 @@ def test_report_table_is_mean_and_std_over_seeds_in_the_dot_layout(tmp_path):
         }
 
     paths = write_corruption_report([result(0, 0.8, 0.6), result(1, 0.6, 0.2)], tmp_path)
-    lines = paths["corrupted_markdown"].read_text().splitlines()
+    summary = paths["corrupted_summary"].read_text().splitlines()
+    # subsets with a: seed 0 (a 0.6, a+b 0.8) -> 70, seed 1 (0.2, 0.6) -> 40 under salt; clean 80 and 60
+    assert summary[2:5] == ["| method | clean | salt 10 |", "|---|--:|--:|", "| m | 70.00 ± 14.14 | 55.00 ± 21.21 |"]
+    assert "| m | 70.00 ± 14.14 | 70.00 ± 14.14 |" in summary  # every modality present: a+b is not corrupted here
+    text = paths["corrupted_markdown"].read_text()
+    lines = text[text.index("### Accuracy (%): a corrupted") :].splitlines()
     assert lines[0] == "### Accuracy (%): a corrupted in 50 % of the test samples — m — mean ± std over 2 seeds"
     assert lines[2:5] == [
         "| a | b | clean | salt 10 |",

@@ -1,12 +1,16 @@
 """Reports of the corrupted-input evaluation (``results["corrupted"]``, see ``evaluation.corrupted``).
 
-- ``<stem>.md``: for the task's main metric (the first of ``results.json``), one table per corrupted modality and
+- ``<stem>.md``: first a summary (``summary_markdown``): per method (rows) and condition (columns), the main metric
+  averaged over the subsets that contain the corrupted modality, then averaged over the corrupted modalities — and
+  the same on the subset with every modality — computed per seed, then ``mean ± std`` over seeds; then, for the
+  task's main metric (the first of ``results.json``), one table per corrupted modality and
   method, in the papers' layout: one row per subset (● present / ○ missing), then Average and Worst rows; one column
   per condition (``clean``, then ``KIND STRENGTH`` in order), values ``mean ± std`` over seeds (in %). The
   Average / Worst rows are computed per seed, as in ``report``.
 - ``<stem>.csv``: long format, every metric: method, seed, split, fraction, modality (the corrupted one), kind,
   strength, subset, metric, value (``kind = clean``, ``strength = 0`` for the clean rows).
-- ``<stem>_<metric>.png``: the main metric averaged over subsets versus strength (0 = clean), one panel per
+- ``<stem>_<metric>.png``: the main metric averaged over the subsets containing the corrupted modality versus
+  strength (0 = clean), one panel per
   corrupted modality, one line per method and kind, error bars = std over seeds.
 """
 
@@ -75,6 +79,59 @@ def markdown(rows: Sequence[Row], modalities: Sequence[str], metric: str) -> str
     return "\n\n".join(parts) + "\n"
 
 
+def contains(subset: str, modality: str) -> bool:
+    return modality in subset.split("+")
+
+
+def summary(rows: Sequence[Row], metric: str, every_modality: str | None = None) -> dict[str, dict[str, tuple]]:
+    """``{method: {condition: (mean, std, n_seeds)}}`` in %: per seed, the metric averaged over the subsets that
+    contain the corrupted modality (only the subset ``every_modality`` when given), then over the corrupted
+    modalities; then mean ± std over seeds."""
+    cells: dict[tuple[str, str, int, str], list[float]] = defaultdict(list)
+    for r in rows:
+        if r["metric"] != metric or not contains(r["subset"], r["modality"]):
+            continue
+        if every_modality is not None and r["subset"] != every_modality:
+            continue
+        cells[(r["method"], label(r), r["seed"], r["modality"])].append(100.0 * r["value"])
+    per_seed: dict[tuple[str, str, int], list[float]] = defaultdict(list)
+    for (method, condition, seed, _), values in cells.items():
+        per_seed[(method, condition, seed)].append(statistics.fmean(values))
+    over_seeds: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for (method, condition, _), values in per_seed.items():
+        over_seeds[(method, condition)].append(statistics.fmean(values))
+    out: dict[str, dict[str, tuple]] = defaultdict(dict)
+    for (method, condition), values in over_seeds.items():
+        out[method][condition] = (*mean_std(values), len(values))
+    return out
+
+
+def summary_markdown(rows: Sequence[Row], modalities: Sequence[str], metric: str) -> str:
+    """The two summary tables (see the module docstring), methods as rows, conditions as columns."""
+    conditions = sorted(
+        {label(r) for r in rows},
+        key=lambda c: (c != "clean", c.split()[0], float(c.split()[-1]) if c != "clean" else 0),
+    )
+    parts = []
+    title = metric_fact(metric).title
+    fraction = 100 * rows[0]["fraction"]
+    for every, what in ((None, "averaged over the subsets that contain the corrupted modality"),
+                        ("+".join(modalities), "with every modality present")):  # fmt: skip
+        table = summary(rows, metric, every)
+        lines = [f"### {title}: one modality corrupted in {fraction:g} % of the samples, {what}, averaged over "
+                 "the corrupted modalities (mean ± std over seeds)", ""]  # fmt: skip
+        lines.append("| method | " + " | ".join(conditions) + " |")
+        lines.append("|---|" + "|".join(["--:"] * len(conditions)) + "|")
+        for method in sorted(table):
+            cells = [
+                f"{table[method][c][0]:.2f} ± {table[method][c][1]:.2f}" if c in table[method] else ""
+                for c in conditions
+            ]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
 def _groups(rows: Sequence[Row], metric: str) -> dict[tuple[str, str], list[Row]]:
     groups: dict[tuple[str, str], list[Row]] = defaultdict(list)
     for r in rows:
@@ -96,7 +153,7 @@ def curves(rows: Sequence[Row], metric: str) -> dict[str, dict[tuple[str, str], 
     point (strength 0) on every kind's curve; mean ± std over seeds."""
     per_seed: dict[tuple[str, str, str, float, int], list[float]] = defaultdict(list)
     for r in rows:
-        if r["metric"] == metric:
+        if r["metric"] == metric and contains(r["subset"], r["modality"]):
             per_seed[(r["modality"], r["method"], r["kind"], r["strength"], r["seed"])].append(100.0 * r["value"])
     averaged: dict[tuple[str, str, str, float], list[float]] = defaultdict(list)
     for (m, method, kind, strength, _), values in per_seed.items():
@@ -125,7 +182,7 @@ def plot(rows: Sequence[Row], metric: str, path: Path) -> Path:
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f"{method} · {kind}")
         ax.set_title(f"{m} corrupted")
         ax.set_xlabel("strength (0 = clean)")
-        ax.set_ylabel(f"{metric_fact(metric).title}, average over subsets")
+        ax.set_ylabel(f"{metric_fact(metric).title}, subsets with {m}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -147,7 +204,13 @@ def write_corruption_report(
     modalities = next(r["modalities"] for r in results if r.get("corrupted"))
     metric = rows[0]["metric"]  # the task's first (main) metric, in results.json order
     return {
-        "corrupted_markdown": write_text_atomic(markdown(rows, modalities, metric), out_dir / f"{stem}.md"),
+        "corrupted_summary": write_text_atomic(
+            summary_markdown(rows, modalities, metric), out_dir / f"{stem}_summary.md"
+        ),
+        "corrupted_markdown": write_text_atomic(
+            summary_markdown(rows, modalities, metric) + "\n" + markdown(rows, modalities, metric),
+            out_dir / f"{stem}.md",
+        ),
         "corrupted_csv": write_text_atomic(to_csv(rows), out_dir / f"{stem}.csv"),
         "corrupted_plot": plot(rows, metric, out_dir / f"{stem}_{metric}.png"),
     }
@@ -158,5 +221,6 @@ def print_corruption_report(results: Sequence[dict[str, Any]], out_dir: str | Pa
     paths = write_corruption_report(results, out_dir)
     if paths:
         print("Corrupted inputs:")
-        print(paths["corrupted_markdown"].read_text())
+        print(paths["corrupted_summary"].read_text())
+        print(f"(per-subset tables of every corrupted modality and method: {paths['corrupted_markdown']})")
     return paths
