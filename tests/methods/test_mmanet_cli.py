@@ -2,11 +2,14 @@
 
 import json
 
+import pytest
+
 from tests.test_cli import TINY, mmrobust
 
 SHORT = ["trainer.max_epochs=3", "method.begin_epoch=2", "method.mining_start=0"]  # mine after epochs 0, 1
 
 
+@pytest.mark.slow
 def test_train_mmanet_runs_teacher_mining_and_evaluation_in_one_command(tmp_path, cli_env):
     run_dir = tmp_path / "mmanet"
     out = mmrobust(["train", *TINY, "method=mmanet", *SHORT, f"hydra.run.dir={run_dir}"], cli_env)

@@ -6,6 +6,7 @@ declared config and ``mmrobust eval`` rebuilds the trained model from it."""
 import json
 import subprocess
 
+import pytest
 from omegaconf import OmegaConf
 
 from mmrobust.engine.checkpoint import load_checkpoint
@@ -26,6 +27,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow
 def test_train_with_pretraining_then_eval_reports_ordinary_inputs_only(tmp_path, cli_env):
     run_dir = tmp_path / "osmd"
     out = subprocess.run(

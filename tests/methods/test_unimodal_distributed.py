@@ -1,6 +1,7 @@
 """Two processes, each with half of a batch, compute the same ARL and OGM-GE coefficients as one process
 with the whole batch (their statistics are all-reduced), so the gradient modulation is identical."""
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -36,6 +37,7 @@ def worker(rank: int, init: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_processes_with_half_batches_agree_with_one_process(tmp_path):
     # spawn, not fork: forking after torch's OpenMP thread pool has started can deadlock the children
     args = (f"file://{tmp_path / 'init'}", str(tmp_path / "rank"))
