@@ -204,3 +204,21 @@ def test_report_table_is_mean_and_std_over_seeds_in_the_dot_layout(tmp_path):
     ]
     assert "| ○ | ● | 50.00 ± 0.00 | 50.00 ± 0.00 |" in lines
     assert paths["corrupted_plot"].stat().st_size > 0 and len(paths["corrupted_csv"].read_text().splitlines()) == 13
+
+
+@pytest.mark.slow
+def test_segmentation_runs_are_evaluated_with_corrupted_images(tmp_path, capsys):
+    run = tmp_path / "seg"
+    argv = [
+        "train", "dataset=synthetic_rgbd", "model=seg_small", "dataset.size=[32,32]",
+        "dataset.samples_per_split=[32,16,16]", "trainer.max_epochs=1", "trainer.batch_size=8",
+        "trainer.progress=false", "eval.corrupt.conditions=[gaussian:10,blur:2,occlusion:30]", f"hydra.run.dir={run}",
+    ]  # fmt: skip
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    section = json.loads((run / "results.json").read_text())["corrupted"]
+    assert {(c["modality"], c["kind"]) for c in section["conditions"]} == {
+        (m, k) for m in ("rgb", "depth") for k in ("gaussian", "blur", "occlusion")
+    }
+    assert all("miou" in metrics for c in section["conditions"] for metrics in c["metrics"].values())
+    assert "mIoU (%): one modality corrupted in 50 % of the samples" in out
