@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mmrobust.atomic_io import write_text_atomic
+from mmrobust.evaluation.plots import save_figure
 from mmrobust.evaluation.report import mean_std, table_cells
 from mmrobust.tasks import metric_fact
 
@@ -169,10 +170,7 @@ def curves(rows: Sequence[Row], metric: str) -> dict[str, dict[tuple[str, str], 
 
 def plot(rows: Sequence[Row], metric: str, path: Path) -> Path:
     """Save the subset-averaged ``metric`` versus strength (one panel per corrupted modality)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after evaluation.plots (imported above), which selects the Agg backend
 
     data = curves(rows, metric)
     fig, axes = plt.subplots(1, max(len(data), 1), figsize=(4.2 * max(len(data), 1), 3.4), squeeze=False)
@@ -185,11 +183,7 @@ def plot(rows: Sequence[Row], metric: str, path: Path) -> Path:
         ax.set_ylabel(f"{metric_fact(metric).title}, subsets with {m}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_corruption_report(

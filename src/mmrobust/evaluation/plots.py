@@ -25,6 +25,15 @@ ANNOTATE_MAX_CELLS = 160  # above this many cells the numbers are left out (read
 COMPACT_MIN_MODALITIES = 4  # from 4 modalities (15 subsets) on, the by-size figure is written too
 
 
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay out, write as a 120-dpi PNG (creating the folder) and close ``fig``; returns ``path``."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def text_colour(rgba: Sequence[float] | np.ndarray) -> str:
     """Black on light cells, white on dark ones (relative luminance of the cell colour)."""
     r, g, b = rgba[:3]
@@ -57,11 +66,7 @@ def heatmap(summary: Mapping[str, Mapping[str, Any]], modalities: Sequence[str],
                     ax.text(j, i, cell_text(mean, std, n), ha="center", va="center", fontsize=8, color=colour)
     fig.colorbar(image, ax=ax, label=f"{metric} (%)")
     ax.set_title(f"{metric} per modality subset" + ("" if annotate else " (values in the .md table)"))
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def by_subset_size(
@@ -84,8 +89,4 @@ def by_subset_size(
     ax.set_title(f"{metric}: mean over subsets of each size (band: worst to best subset)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
