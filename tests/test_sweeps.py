@@ -117,3 +117,15 @@ def test_report_refuses_the_same_run_twice(tmp_path) -> None:
         (tmp_path / name / "results.json").write_text(json.dumps(fake_result("md", 0, 0.1)))
     with pytest.raises(ConfigError, match="md seed 0"):
         load_results([tmp_path])
+
+
+def test_report_names_a_results_json_that_is_not_a_run(tmp_path, capsys) -> None:
+    from tests.conftest import run_cli
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text(json.dumps(fake_result("md", 0, 0.1)))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "results.json").write_text("3")
+    code, _, err = run_cli(["report", str(tmp_path)], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "other/results.json: not a results.json of an mmrobust run" in lines[0]

@@ -174,6 +174,21 @@ def write_report(
     return paths
 
 
+RESULT_KEYS = ("method", "seed", "modalities", "metrics")
+
+
+def read_result(path: Path) -> dict[str, Any]:
+    """One run's ``results.json``; a file that is not one (not JSON, or lacking its keys) is one ConfigError line."""
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path}: not a readable results.json of an mmrobust run ({error})") from error
+    missing = [k for k in RESULT_KEYS if not isinstance(result, dict) or k not in result]
+    if missing:
+        raise ConfigError(f"{path}: not a results.json of an mmrobust run (no {', '.join(missing)})")
+    return result
+
+
 def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     """Every ``results.json`` under the given run or sweep directories (or the files themselves)."""
     found = []
@@ -182,7 +197,7 @@ def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
         found += [f for f in files if "eval_" not in f.parent.name]
     if not found:
         raise FileNotFoundError(f"no results.json under {[str(p) for p in paths]}")
-    results = [json.loads(f.read_text()) for f in found]
+    results = [read_result(f) for f in found]
     by_modalities: dict[tuple[str, ...], list[str]] = defaultdict(list)
     for f, r in zip(found, results):
         by_modalities[tuple(r["modalities"])].append(str(f.parent))
