@@ -9,6 +9,7 @@ usage or layout error, not for unreadable clips.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -40,33 +41,11 @@ def prepare(
     raw, out = Path(raw), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     list_dir = None if lists is None else Path(lists)
-    if dataset == "crema_d":
-        from mmrobust.prepare.crema_d import prepare_crema_d
-
-        summary, notes = prepare_crema_d(
-            raw,
-            out,
-            lists=list_dir,
-            seed=seed,
-            test_fraction=test_fraction,
-            fps=fps,
-            workers=workers,
-            progress=progress,
-        )
-    elif dataset == "kinetics_sounds":
-        from mmrobust.prepare.kinetics_sounds import prepare_kinetics_sounds
-
-        summary, notes = prepare_kinetics_sounds(
-            raw,
-            out,
-            lists=list_dir,
-            seed=seed,
-            test_fraction=test_fraction,
-            fps=fps,
-            workers=workers,
-            progress=progress,
-        )
-    else:
+    if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
+    module = importlib.import_module(f"mmrobust.prepare.{dataset}")  # prepare_<dataset>(raw, out, ...)
+    summary, notes = getattr(module, f"prepare_{dataset}")(
+        raw, out, lists=list_dir, seed=seed, test_fraction=test_fraction, fps=fps, workers=workers, progress=progress
+    )
     print("\n".join([*notes, *summary.lines()]))
     return summary
