@@ -106,3 +106,17 @@ TINY_CLI = [
     "trainer.progress=false",
     "trainer.tensorboard=false",
 ]
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``mmrobust ARGV`` in this process: (exit code, stdout, stderr)."""
+    from mmrobust.cli import main
+
+    capsys.readouterr()
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err

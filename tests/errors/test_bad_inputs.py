@@ -29,7 +29,7 @@ from mmrobust.data import DATASETS
 from mmrobust.data.base import DatasetLayoutError
 from mmrobust.engine.checkpoint import CheckpointError, load_model_state
 from mmrobust.registry import ConfigError
-from tests.conftest import MMROBUST, TINY_CLI, tiny_dataset, tiny_model
+from tests.conftest import MMROBUST, TINY_CLI, run_cli, tiny_dataset, tiny_model
 from tests.data.fake_seg_layouts import make_nyuv2, write_png8
 from tests.errors.layouts import (
     MODALITIES,
@@ -52,18 +52,6 @@ def drop_hydra_log_handlers() -> Iterator[None]:
     yield
     for handler in [h for h in logging.root.handlers if h not in before]:
         logging.root.removeHandler(handler)
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """``mmrobust ARGV`` in this process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def assert_one_line(code: int, err: str, pattern: str, expected_code: int | None = None) -> None:

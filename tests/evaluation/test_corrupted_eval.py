@@ -12,13 +12,12 @@ import pytest
 import torch
 from lightning.fabric import Fabric
 
-from mmrobust.cli import main
 from mmrobust.config import EvalCorruptConfig, TrainerConfig
 from mmrobust.engine.trainer import Trainer
 from mmrobust.evaluation.corrupted import corrupted_batches, evaluate_corrupted, merge_corrupted
 from mmrobust.subsets import all_subsets, subset_from_names
 from mmrobust.tasks import Classification
-from tests.conftest import TINY_CLI, tiny_dataset, tiny_model
+from tests.conftest import TINY_CLI, run_cli, tiny_dataset, tiny_model
 
 MODALITIES = ("a", "b", "c")
 
@@ -103,17 +102,6 @@ def drop_hydra_log_handlers() -> Iterator[None]:
     yield
     for handler in [h for h in logging.root.handlers if h not in before]:
         logging.root.removeHandler(handler)
-
-
-def run_cli(argv, capsys) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.mark.slow
