@@ -29,7 +29,7 @@ TONE, FILE_RATE, FILE_SECONDS = 440.0, 8000, 0.25
 READERS = {
     "rgb": {"type": "image", "size": [4, 6], "channels": 3},
     "depth": {"type": "image", "size": [4, 6], "channels": 1},
-    "audio": {"type": "audio", "sample_rate": 16000, "seconds": 1.0},
+    "audio": {"type": "audio", "sample_rate": 16000, "seconds": 1.0, "features": "waveform"},
 }
 MODALITIES = ["vec", "rgb", "depth", "audio"]
 
@@ -222,7 +222,7 @@ def test_long_stereo_audio_is_mixed_and_cut(tmp_path: Path) -> None:
             "root": str(tmp_path),
             "modalities": ["audio"],
             "fractions": [1.0, 0.0, 0.0],
-            "readers": {"audio": {"type": "audio", "sample_rate": 16000, "seconds": 0.5}},
+            "readers": {"audio": {"type": "audio", "sample_rate": 16000, "seconds": 0.5, "features": "waveform"}},
         },
     )
     x = ds[0].inputs["audio"]
@@ -234,7 +234,14 @@ def test_stft_output_shape_and_peak_frequency(tmp_path: Path) -> None:
     root = make_root(tmp_path, [0, 1], ["train", "train"])
     readers = {
         **READERS,
-        "audio": {"type": "audio", "sample_rate": 16000, "seconds": 1.0, "n_fft": 256, "hop": 64},
+        "audio": {
+            "type": "audio",
+            "sample_rate": 16000,
+            "seconds": 1.0,
+            "features": "log_stft",
+            "n_fft": 256,
+            "hop": 64,
+        },
     }
     ds = build(root, readers=readers)
     assert ds.shapes["audio"] == (1, 129, 251)  # n_fft // 2 + 1 bins, 1 + 16000 // 64 frames

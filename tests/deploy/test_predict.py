@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from mmrobust import api
+from mmrobust.data.readers import full_config
 from mmrobust.deploy import ModelSpec, load_deployed
 from tests.deploy.conftest import CLASSES, DIM, cli, sample
 
@@ -37,7 +38,7 @@ def test_checkpoint_holds_the_spec_of_the_deployed_model(manifest_run):
     spec = ModelSpec.from_dict(ckpt["provenance"]["spec"])
     assert spec.task == "classification" and spec.modalities == ("a", "b") and spec.deployed == ("a", "b")
     assert spec.class_names == CLASSES and spec.num_classes == 3
-    assert spec.inputs["a"].shape == (DIM,) and spec.inputs["a"].reader == {"type": "npy"}
+    assert spec.inputs["a"].shape == (DIM,) and spec.inputs["a"].reader == full_config("npy", {})
     assert spec.model["encoder"]["hidden"] == [16] and spec.dataset == "manifest"
     assert json.loads(json.dumps(spec.to_dict())) == spec.to_dict()
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mmrobust.data import DATASETS
-from mmrobust.data.readers import READERS
+from mmrobust.data.readers import READERS, full_config
 from mmrobust.deploy import InputSpec, ModelSpec
 from tests.deploy.conftest import write_manifest
 
@@ -74,7 +74,7 @@ def test_manifest_input_spec_is_the_resolved_reader(tmp_path):
     write_manifest(tmp_path, {"train": 2, "val": 1, "test": 1})
     readers = {"b": {"type": "npy", "mean": [1.0], "std": [2.0]}}
     train = DATASETS.build("manifest", {"root": str(tmp_path), "modalities": ["a", "b"], "readers": readers})
-    assert train.input_spec("a") == {"type": "npy"}  # guessed from the suffix
-    assert train.input_spec("b") == readers["b"]
+    assert train.input_spec("a") == full_config("npy", {})  # guessed from the suffix; every option recorded
+    assert train.input_spec("b") == full_config("npy", {"mean": [1.0], "std": [2.0]})
     path = train.path(0, "b")
     torch.testing.assert_close(build(train.input_spec("b"))(path), train[0].inputs["b"])

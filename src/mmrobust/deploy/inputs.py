@@ -24,7 +24,7 @@ import torch
 
 from mmrobust.data.base import DatasetLayoutError
 from mmrobust.data.manifest import SUFFIX_READER, read_csv
-from mmrobust.data.readers import READERS, NpyReader, Reader
+from mmrobust.data.readers import READERS, NpyReader, Reader, upgrade_config
 from mmrobust.deploy.spec import ModelSpec
 from mmrobust.registry import ConfigError
 
@@ -114,7 +114,7 @@ def build_readers(spec: ModelSpec) -> dict[str, Reader]:
         if config is None:
             readers[m] = NpyReader()
         else:
-            options = dict(config)
+            options = upgrade_config(config)  # a spec saved before the audio reader had `features`
             readers[m] = READERS.build(str(options.pop("type")), options, where=f"spec.inputs.{m}.reader")
     return readers
 
