@@ -15,6 +15,9 @@ Every file of the split is checked from its header when the dataset is built (mi
 wrong shape, over the memory caps ``max_array_bytes`` / ``max_image_pixels``); a file that fails then, or
 later when read (for example non-finite values), marks that modality absent for that sample and is counted
 once in ``unreadable`` (``strict=True``: stop with the file name instead).
+
+Decoded inputs (the readers' outputs) are cached, ``cache: memory`` (default, ``cache_bytes`` per process),
+``disk`` (``.npy`` files under ``cache_dir``) or ``none``; see ``mmrobust.data.cache``.
 """
 
 from __future__ import annotations
@@ -23,13 +26,22 @@ import csv
 import io
 import re
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mmrobust.data.base import SPLITS, DatasetLayoutError, MultimodalDataset, Sample, check_modalities
-from mmrobust.data.readers import DEFAULT_MAX_ARRAY_BYTES, DEFAULT_MAX_IMAGE_PIXELS, READERS, Reader
+from mmrobust.data.cache import DEFAULT_CACHE_BYTES, InputCache
+from mmrobust.data.readers import (
+    DEFAULT_MAX_ARRAY_BYTES,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    READERS,
+    Reader,
+    check_reader_defaults,
+    full_config,
+)
 from mmrobust.data.splits import stratified_split
 from mmrobust.registry import ConfigError
 
@@ -55,12 +67,19 @@ class Manifest(MultimodalDataset):
         label_column: name of the label column.
         split_column: name of the optional split column (values train/val/test).
         readers: per-modality reader config, e.g. ``{rgb: {type: image, size: [64, 64]}}``; a modality
-            without one gets the reader of its first file's suffix with default options.
+            without one (or without ``type``) gets the reader of its first file's suffix. None = ``{}``.
+        reader_defaults: per reader type, the options under every modality's own ones, e.g.
+            ``{audio: {n_mels: 40}}`` (``configs/dataset/manifest.yaml`` lists every key with its default).
         fractions, split_seed: used only when the manifest has no split column.
         strict: stop at the first missing/unreadable file instead of marking the modality absent.
         max_array_bytes: a ``.npy`` (or decoded audio) file declaring more bytes is refused unread.
         max_image_pixels: an image with more pixels is refused before it is decoded.
+        cache: ``memory``, ``disk`` or ``none``: where decoded inputs are kept (``mmrobust.data.cache``).
+        cache_bytes: memory budget of the cache per process (split among DataLoader workers).
+        cache_dir: folder of the disk cache; None = ``~/.cache/mmrobust/inputs``.
     """
+
+    worker_invariant = True  # load(i) depends on i only (no random draws): DataLoader workers cannot change results
 
     def __init__(
         self,
@@ -70,12 +89,16 @@ class Manifest(MultimodalDataset):
         file: str = "manifest.csv",
         label_column: str = "label",
         split_column: str = "split",
-        readers: dict[str, dict[str, Any]] | None = None,
+        readers: dict[str, Any] | None = None,  # values checked by _reader (one line naming the modality)
+        reader_defaults: dict[str, Any] | None = None,  # checked by check_reader_defaults
         fractions: list[float] | None = None,
         split_seed: int = 0,
         strict: bool = False,
         max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        cache: str = "memory",
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__(strict=strict)
         if split not in SPLITS:
@@ -87,6 +110,8 @@ class Manifest(MultimodalDataset):
         stray = sorted(set(readers or {}) - set(modalities))
         if stray:
             raise ConfigError(f"dataset.readers: {stray} are not modalities {modalities}")
+        defaults = check_reader_defaults(reader_defaults)
+        self.cache = InputCache(cache, cache_bytes, cache_dir)
         self.split = split
         self.root = Path(root).expanduser()
         path = self.root / file
@@ -124,12 +149,14 @@ class Manifest(MultimodalDataset):
         self.cells = [{m: rows[i][m] for m in modalities} for i in keep]
         self.labels = [label_ids[i] for i in keep]
         self.reader_configs: dict[str, dict[str, Any]] = {}
-        self.readers = {m: self._reader(m, (readers or {}).get(m)) for m in modalities}
+        self.readers = {m: self._reader(m, (readers or {}).get(m), defaults) for m in modalities}
         for reader in self.readers.values():
             reader.max_array_bytes, reader.max_image_pixels = max_array_bytes, max_image_pixels
         self.shapes = self._scan()
 
-    def _reader(self, modality: str, config: dict[str, Any] | None) -> Reader:
+    def _reader(self, modality: str, config: Any, defaults: dict[str, dict[str, Any]]) -> Reader:
+        if config is not None and not isinstance(config, Mapping):
+            raise ConfigError(f"dataset.readers.{modality}: expected a mapping such as {{type: npy}}, got {config!r}")
         config = dict(config or {})
         name = config.pop("type", None)
         if name is None:
@@ -140,11 +167,14 @@ class Manifest(MultimodalDataset):
                     f"dataset.readers.{modality}.type: cannot guess a reader from {first!r}; "
                     f"set one of {READERS.names()}"
                 )
-        self.reader_configs[modality] = {"type": name, **config}
-        return READERS.build(name, config, where=f"dataset.readers.{modality}")
+        options = {**defaults.get(name, {}), **config}
+        reader = READERS.build(name, options, where=f"dataset.readers.{modality}")
+        self.reader_configs[modality] = full_config(name, options)
+        return reader
 
     def input_spec(self, modality: str) -> dict[str, Any] | None:
-        """The resolved reader config of ``modality`` (its type guessed from the suffix when not set)."""
+        """The complete reader config of ``modality``: its type (guessed from the suffix when not set) and every
+        option (its own, else ``reader_defaults``, else the reader's default)."""
         return dict(self.reader_configs[modality])
 
     def _scan(self) -> dict[str, tuple[int, ...]]:
@@ -213,7 +243,7 @@ class Manifest(MultimodalDataset):
         if known is not None:
             return None, (modality, path, known[1])
         try:
-            x = self.readers[modality](Path(path))
+            x = self.cache.read(self.readers[modality], Path(path))
         except FileNotFoundError as error:
             reason, detail = "missing", str(error)
         except Exception as error:  # a corrupt file may raise anything from its decoder
