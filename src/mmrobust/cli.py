@@ -4,7 +4,7 @@ mmrobust train [hydra overrides ...] [--multirun]    train + every-subset evalua
 mmrobust eval RUN_DIR|CHECKPOINT [--split S ...]     re-evaluate every subset (default: the run's eval.splits)
     [corrupt=gaussian:5,salt:10 corrupt.fraction=0.5 corrupt.modalities=[a] corrupt.seed=0]  ...corrupted inputs
 mmrobust report DIR [DIR ...] [--out DIR] [--paper T] aggregate runs (mean ± std over seeds), beside a paper table
-mmrobust data check [hydra overrides ...]            what is present, missing and expected
+mmrobust data check [hydra overrides ...]            read every input: shapes, classes, bad files
 mmrobust analyze dmrnet RUN [RUN ...] [--out DIR]    DMRNet figures: σ² per subset, D_channel, α sweep
 mmrobust prepare crema_d|kinetics_sounds RAW OUT     published raw videos → the loaders' layout (1-fps frames)
 mmrobust predict RUN|CKPT INPUTS.csv [--out F.csv]   predict from the checkpoint alone (or --input MOD=PATH)
@@ -27,9 +27,14 @@ from mmrobust.errors import user_errors
 COMMANDS = ("train", "eval", "report", "data", "analyze", "prepare", "predict", "export")
 DATA_USAGE = """usage: mmrobust data check dataset=NAME [dataset.KEY=VALUE ...]
 
-Build the train, val and test splits of a dataset config and print, per split and modality, how many
-samples have a readable file, an empty cell and an unreadable file. Overrides are the same as for
-`mmrobust train` (e.g. dataset=manifest dataset.root=/data/mine 'dataset.modalities=[rgb,depth]')."""
+Build the train, val and test splits of a dataset config, read every input once, and print per modality
+the reader and the per-sample shape; per split and modality how many samples are present, an empty cell,
+unreadable (missing, not that format, wrong shape, over a memory cap, decode error) or non-finite (NaN/Inf);
+the class names and counts per split; and every bad file with its reason (beyond 20, all of them in
+./data_check_problems.txt). Overrides are the same as for `mmrobust train` (e.g. dataset=manifest
+dataset.root=/data/mine 'dataset.modalities=[rgb,depth]').
+
+Exit status: 0 when no input is bad, 1 when any is, 2 for a config or dataset layout error."""
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -98,7 +103,10 @@ def dispatch(args: list[str]) -> None:
             usage_exit("mmrobust data check dataset=NAME [dataset.root=...] (see mmrobust data --help)")
         from mmrobust.datacheck import check
 
-        check(rest[1:])
+        problems = check(rest[1:])
+        if problems:
+            print(f"mmrobust: data check: {problems} bad input{'s' * (problems != 1)} (listed above)", file=sys.stderr)
+            sys.exit(1)
     elif command == "analyze":
         from mmrobust.analysis import main as analyze
 

@@ -70,8 +70,8 @@ def test_data_check_shows_counts_per_split_and_modality(root, capsys, monkeypatc
     out = capsys.readouterr().out
     assert "shape [12, 784]" in out and "shape [4, 112, 112]" in out
     rows = {(r[0], r[2]): r[1:] for r in table_rows(out) if r[0] in ("train", "val", "test")}
-    assert rows[("train", "image")] == ["8", "image", "8", "0", "0"]
-    assert rows[("val", "audio")] == ["4", "audio", "4", "0", "0"]
+    assert rows[("train", "image")] == ["8", "image", "8", "0", "0", "0"]
+    assert rows[("val", "audio")] == ["4", "audio", "4", "0", "0", "0"]
 
 
 @pytest.mark.slow

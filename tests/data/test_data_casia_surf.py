@@ -108,7 +108,9 @@ def test_data_check_reports_counts_and_the_expected_layout(root, tmp_path, capsy
     monkeypatch.setenv("COLUMNS", "400")  # rich wraps table cells at the terminal width
     line = (root / "test_private_list.txt").read_text().splitlines()[1].split()
     (root / line[2]).unlink()
-    main(["data", "check", "dataset=casia_surf", f"dataset.root={root}"])
+    with pytest.raises(SystemExit) as bad:  # one ir file missing: exit status 1
+        main(["data", "check", "dataset=casia_surf", f"dataset.root={root}"])
+    assert bad.value.code == 1
     out = capsys.readouterr().out
     assert "train_list.txt" in out and "6 samples (3 bona fide, 3 attack)" in out
     assert "test_private_list.txt: ir files" in out and "3/4 present; missing e.g. Testing/fake_part" in out

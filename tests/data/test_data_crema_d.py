@@ -112,11 +112,13 @@ def test_data_check_shows_counts_per_split_and_modality(root, capsys, monkeypatc
 
     monkeypatch.setenv("COLUMNS", "300")
     (root / "AudioWAV" / f"{crema_clip(0, 'NEU')}.wav").unlink()
-    main(["data", "check", "dataset=crema_d", f"dataset.root={root}", "dataset.val_fraction=0.5"])
+    with pytest.raises(SystemExit) as bad:  # one .wav missing: exit status 1
+        main(["data", "check", "dataset=crema_d", f"dataset.root={root}", "dataset.val_fraction=0.5"])
+    assert bad.value.code == 1
     out = capsys.readouterr().out
     assert "12 clips" in out and "11/12 present" in out and "6/6 present" in out
     rows = {(r[0], r[2]): r[1:] for r in table_rows(out) if r[0] in ("train", "val", "test")}
-    assert rows[("test", "audio")] == ["6", "audio", "6", "0", "0"] and rows[("val", "visual")][2] == "6"
+    assert rows[("test", "audio")] == ["6", "audio", "6", "0", "0", "0"] and rows[("val", "visual")][2] == "6"
     assert int(rows[("train", "audio")][4]) + int(rows[("val", "audio")][4]) == 1  # one missing train .wav
 
 

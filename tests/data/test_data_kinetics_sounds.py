@@ -98,10 +98,12 @@ def test_data_check_shows_counts_per_split_and_modality(root, capsys, monkeypatc
 
     monkeypatch.setenv("COLUMNS", "300")
     (root / "audio" / "test" / "bowling").joinpath(next((root / "audio" / "test" / "bowling").iterdir()).name).unlink()
-    main(["data", "check", "dataset=kinetics_sounds", f"dataset.root={root}", "dataset.val_fraction=0.34"])
+    with pytest.raises(SystemExit) as bad:  # one sound file missing: exit status 1
+        main(["data", "check", "dataset=kinetics_sounds", f"dataset.root={root}", "dataset.val_fraction=0.34"])
+    assert bad.value.code == 1
     out = capsys.readouterr().out
     assert "3 classes from" in out and "9 frame folders in 3/3 class folders" in out
     assert "2 sound files in 3/3 class folders" in out
     rows = {(r[0], r[2]): r[1:] for r in table_rows(out) if r[0] in ("train", "val", "test")}
-    assert rows[("test", "audio")] == ["3", "audio", "2", "0", "1"]
+    assert rows[("test", "audio")] == ["3", "audio", "2", "0", "1", "0"]
     assert rows[("train", "visual")][:3] == ["6", "visual", "6"]

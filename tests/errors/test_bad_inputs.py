@@ -452,13 +452,13 @@ def test_data_check_help_prints_usage(capsys: pytest.CaptureFixture[str]) -> Non
         assert code == 0 and "usage: mmrobust data check" in out and err == ""
 
 
-def test_data_check_counts_bad_files_and_exits_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_data_check_counts_bad_files_and_exits_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = make_manifest(tmp_path / "root")
     (root / "img/0.png").unlink()
     np.save(root / "vec/1.npy", np.full(4, np.nan, "f4"))
     code, out, err = run_cli(["data", "check", "dataset=manifest", f"dataset.root={root}", MODALITIES], capsys)
-    assert code == 0 and "Traceback" not in err
-    assert re.search(r"train\s*│\s*8\s*│\s*vec\s*│\s*7\s*│\s*0\s*│\s*1", out), out
+    assert code == 1 and "Traceback" not in err
+    assert re.search(r"train\s*│\s*8\s*│\s*vec\s*│\s*7\s*│\s*0\s*│\s*0\s*│\s*1", out), out  # non-finite
     assert re.search(r"train\s*│\s*8\s*│\s*img\s*│\s*7\s*│\s*0\s*│\s*1", out), out
 
 
@@ -505,7 +505,7 @@ def test_keyboard_interrupt_is_one_line_exit_130(
 
     monkeypatch.setattr(mmrobust.experiment, "run", interrupted)
     code, _, err = run_cli([*SYN, f"hydra.run.dir={tmp_path / 'run'}"], capsys)
-    assert_one_line(code, err, r"interrupted: .*last checkpoint .* is kept", 130)
+    assert_one_line(code, err, r"interrupted: stopped by the user before any checkpoint .* overwrite=true hydra", 130)
 
 
 def test_debug_env_shows_the_traceback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -520,7 +520,7 @@ def test_unreadable_files_are_listed_in_results_json_once(tmp_path: Path, capsys
     np.save(root / "vec/1.npy", np.full(4, np.nan, "f4"))  # found only when read, every epoch
     np.save(root / "vec/2.npy", np.zeros(3, "f4"))  # wrong shape
     run = tmp_path / "run"
-    model = ["model.encoder.hidden=[8]", "model.encoder.out_features=4", "model.fusion.out_features=6"]
+    model = ["model=mlp", "model.encoder.hidden=[8]", "model.encoder.out_features=4", "model.fusion.out_features=6"]
     trainer = ["trainer.batch_size=4", "trainer.max_epochs=3", "trainer.progress=false", "trainer.tensorboard=false"]
     argv = ["train", "dataset=manifest", f"dataset.root={root}", MODALITIES, *model, *trainer, f"hydra.run.dir={run}"]
     code, _, err = run_cli(argv, capsys)
