@@ -4,15 +4,22 @@
 the command (config, dataset layout, checkpoint, non-finite training), 1 for the environment (an OSError
 such as a full disk or an unwritable folder) and for unexpected errors, 130 for Ctrl-C. ``MMROBUST_DEBUG=1``
 re-raises instead, so the full traceback is printed.
+
+Ctrl-C during ``mmrobust train`` (``interrupted``) names the checkpoint a resumed run continues from (the newest
+``checkpoints/last.ckpt`` of the run folder: the model being trained) and the command that resumes it: the same
+overrides, then ``resume=true hydra.run.dir=RUN_DIR``. Interrupted before any checkpoint, it gives the command
+that starts the run again (``overwrite=true``).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from omegaconf.errors import OmegaConfBaseException
 
@@ -48,6 +55,40 @@ def _os_error(error: OSError) -> str:
     return f"{where}: {why}"
 
 
+FOLDER_OVERRIDES = ("resume=", "overwrite=", "hydra.run.dir=", "++resume=", "++overwrite=", "+resume=")
+
+
+def hydra_run() -> tuple[Path, list[str]] | None:
+    """``(run folder, task overrides)`` of the Hydra job running in this process, or None outside one."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return None
+        config = HydraConfig.get()
+        return Path(config.runtime.output_dir), list(config.overrides.task)
+    except Exception:  # describing an interruption must never fail
+        return None
+
+
+def interrupted_message() -> str:
+    """What to do after Ctrl-C (module docstring); one line."""
+    stopped = "stopped by the user"
+    job = hydra_run()
+    if job is None:
+        return f"{stopped}; the last checkpoint written (if any) is kept"
+    run_dir, overrides = job
+    kept = [o for o in overrides if not o.startswith(FOLDER_OVERRIDES)]
+    folder = shlex.quote(f"hydra.run.dir={run_dir}")
+    command = shlex.join(["mmrobust", "train", *kept])
+    last = sorted(run_dir.rglob("checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if last:
+        return f"{stopped}; resume from {last[-1]} with: {command} resume=true {folder}"
+    if any(run_dir.rglob("checkpoints/*.ckpt")):  # e.g. a teacher finished, the main model had no epoch yet
+        return f"{stopped} before the model's first checkpoint; resume with: {command} resume=true {folder}"
+    return f"{stopped} before any checkpoint of {run_dir}; start again with: {command} overwrite=true {folder}"
+
+
 def describe(error: BaseException) -> tuple[str, str, int]:
     """``(kind, one-line message, exit code)`` of an error shown to a user."""
     from hydra.errors import HydraException, OverrideParseException
@@ -55,7 +96,7 @@ def describe(error: BaseException) -> tuple[str, str, int]:
     from mmrobust.engine.trainer import NonFiniteLossError
 
     if isinstance(error, KeyboardInterrupt):
-        return "interrupted", "stopped by the user; the last checkpoint written (if any) is kept", 130
+        return "interrupted", interrupted_message(), 130
     if isinstance(error, ConfigError):
         return "config error", one_line(str(error)), 2
     if isinstance(error, OmegaConfBaseException):

@@ -182,4 +182,5 @@ def test_selection_never_picks_an_epoch_before_the_full_loss_or_select_from_epoc
         "best_epoch": 3,
         "best_val_score": None,
         "selected_from_epoch": 3,
+        "early_stopped_epoch": None,
     }

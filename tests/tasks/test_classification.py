@@ -101,3 +101,33 @@ def test_loss_is_cross_entropy_and_masked_mean():
     mask = torch.tensor([True, False, True, False])
     ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
     assert task.loss(logits, target, mask) == pytest.approx(float(ce[mask].sum() / 4))
+
+
+def test_per_class_metrics_and_confusion_matrix_hand_computed():
+    # targets 0,1,2,2 predicted 0,1,2,1 (as in the first test); class names from the task
+    logits = torch.tensor([[3.0, 0, 0], [0, 3, 0], [0, 0, 3], [0, 3, 0]])
+    target = torch.tensor([0, 1, 2, 2])
+    _, metric = scores_of(Classification(3, class_names=["cat", "dog", "owl"]), logits, target, chunks=2)
+    details = metric.details()
+    assert details["class_names"] == ["cat", "dog", "owl"]
+    assert details["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]  # rows = target, columns = prediction
+    per_class = details["per_class"]
+    assert per_class["cat"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1}
+    assert per_class["dog"] == pytest.approx({"precision": 0.5, "recall": 1.0, "f1": 2 / 3, "support": 1})
+    assert per_class["owl"] == pytest.approx({"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 2})
+
+
+def test_per_class_metrics_equal_torchmetrics_and_a_never_seen_class_scores_zero():
+    from torchmetrics.functional import precision, recall
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(61, 5, generator=g)
+    logits[:, 4] = -10.0  # class 4: never predicted, never a target
+    target = torch.randint(0, 4, (61,), generator=g)
+    _, metric = scores_of(Classification(5), logits, target, chunks=4)
+    per_class = metric.details()["per_class"]
+    preds = logits.argmax(1)
+    for name, fn in (("precision", precision), ("recall", recall), ("f1", f1_score)):
+        expected = fn(preds, target, task="multiclass", num_classes=5, average="none", zero_division=0)
+        assert [per_class[str(c)][name] for c in range(5)] == pytest.approx(expected.tolist())
+    assert [per_class[str(c)]["support"] for c in range(5)] == torch.bincount(target, minlength=5).tolist()

@@ -14,6 +14,11 @@ Streaming state per subset: the ``C × C`` confusion matrix (rows = target, colu
 bona fide class, two ``PAD_BINS``-bin histograms of the bona fide score (bona fide samples, attacks). A
 threshold ``k / PAD_BINS`` accepts exactly the samples of bins ``≥ k``, so thresholds are fitted and applied
 on the histograms without keeping any score (resolution ``1 / PAD_BINS``).
+
+Per-class metrics (``details()``, written to ``results.json``) come from the same confusion matrix ``M``
+(``M[t, p]`` = samples of class ``t`` predicted ``p``): ``TP_c = M[c, c]``, ``FP_c = Σ_t M[t, c] − TP_c``,
+``FN_c = Σ_p M[c, p] − TP_c``; precision ``TP/(TP+FP)``, recall ``TP/(TP+FN)``, F1 ``2TP/(2TP+FP+FN)``, each 0
+where its denominator is 0 (torchmetrics' ``zero_division=0``), and the support ``TP+FN``.
 """
 
 from __future__ import annotations
@@ -34,14 +39,35 @@ PAD_BINS = 10_000
 PAD_METRICS = ("apcer", "bpcer", "acer")
 
 
+def _ratio(num: torch.Tensor, denom: torch.Tensor) -> torch.Tensor:
+    return torch.where(denom > 0, num / denom.clamp(min=1), torch.zeros_like(num))
+
+
+def per_class_counts(confmat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(TP, FP, FN)`` per class (float64) of a confusion matrix (rows = target). Shape: ``[C, C] -> 3 × [C]``."""
+    tp = confmat.diag().double()
+    return tp, confmat.sum(dim=0).double() - tp, confmat.sum(dim=1).double() - tp
+
+
+def per_class_scores(confmat: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-class precision, recall, F1 and support of a confusion matrix (module docstring).
+
+    Shape: confmat ``[C, C]`` (rows = target) -> each value ``[C]``.
+    """
+    tp, fp, fn = per_class_counts(confmat)
+    return {
+        "precision": _ratio(tp, tp + fp),
+        "recall": _ratio(tp, tp + fn),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "support": tp + fn,
+    }
+
+
 def macro_f1(confmat: torch.Tensor) -> float:
     """Macro-F1 from a confusion matrix (rows = target), classes with no TP, FP nor FN left out (as
     torchmetrics' ``average='macro'``)."""
-    tp = confmat.diag().double()
-    fp = confmat.sum(dim=0).double() - tp
-    fn = confmat.sum(dim=1).double() - tp
-    denom = 2 * tp + fp + fn
-    f1 = torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.zeros_like(tp))
+    tp, fp, fn = per_class_counts(confmat)
+    f1 = _ratio(2 * tp, 2 * tp + fp + fn)
     seen = (tp + fp + fn) > 0
     return float(f1[seen].mean()) if bool(seen.any()) else 0.0
 
@@ -53,16 +79,22 @@ def pad_rates(tp: float, fp: float, tn: float, fn: float) -> dict[str, float]:
 
 
 class ClassificationMetric(SubsetMetric):
-    """Streaming accuracy, macro-F1 and (with ``bona_fide_class``) PAD rates of one subset."""
+    """Streaming accuracy, macro-F1 and (with ``bona_fide_class``) PAD rates of one subset; per-class precision,
+    recall, F1 and the confusion matrix in ``details()``. ``class_names`` default to ``"0" .. "C-1"``."""
 
     confmat: torch.Tensor
     bona_hist: torch.Tensor
     attack_hist: torch.Tensor
 
-    def __init__(self, num_classes: int, bona_fide_class: int | None = None) -> None:
+    def __init__(
+        self, num_classes: int, bona_fide_class: int | None = None, class_names: Sequence[str] = ()
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.bona_fide_class = bona_fide_class
+        self.class_names = tuple(class_names) or tuple(str(c) for c in range(num_classes))
+        if len(self.class_names) != num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for {num_classes} classes")
         self.add_state("confmat", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
         if bona_fide_class is not None:
             self.add_state("bona_hist", torch.zeros(PAD_BINS, dtype=torch.long), dist_reduce_fx="sum")
@@ -118,7 +150,15 @@ class ClassificationMetric(SubsetMetric):
         return k / PAD_BINS
 
     def details(self) -> dict[str, Any]:
-        return {"confusion_matrix": self.confmat.tolist()}
+        """``{"class_names": [...], "confusion_matrix": [[...]] (rows = target), "per_class": {name: {precision,
+        recall, f1, support}}}`` (fractions; support a count)."""
+        scores = per_class_scores(self.confmat)
+        per_class = {
+            name: {k: (int(v[c]) if k == "support" else float(v[c])) for k, v in scores.items()}
+            for c, name in enumerate(self.class_names)
+        }
+        confusion = self.confmat.tolist()
+        return {"class_names": list(self.class_names), "confusion_matrix": confusion, "per_class": per_class}
 
 
 @TASKS.register("classification")
@@ -176,7 +216,7 @@ class Classification(Task):
         return masked_cross_entropy(logits, target, mask)
 
     def new_metric(self) -> ClassificationMetric:
-        return ClassificationMetric(self.num_classes, self.bona_fide_class)
+        return ClassificationMetric(self.num_classes, self.bona_fide_class, self.class_names)
 
     def probe_head(self, in_features: int) -> nn.Module:
         """Global average pooling of maps + a linear classifier: ``[B, D(, H, W)] -> [B, C]``."""
