@@ -48,6 +48,15 @@ class TrainCorruptConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """Stop training when the validation selection score has not improved by more than ``min_delta`` for
+    ``patience`` epochs (``engine.early_stopping``); ``patience: 0`` = off."""
+
+    patience: int = 0
+    min_delta: float = 0.0
+
+
+@dataclass
 class EvalCorruptConfig:
     """Corrupted-input evaluation (``evaluation.corrupted``); off when ``conditions`` is empty."""
 
@@ -71,11 +80,21 @@ class TrainerConfig:
     strategy: str = "auto"  # auto | ddp
     precision: str = "32-true"  # 32-true | bf16-mixed (autocast) | bf16-true (bf16 weights) | 16-mixed (GPU only)
     deterministic: bool = False  # torch.use_deterministic_algorithms
-    num_workers: int = 0
+    # DataLoader worker processes per training process, or "auto" (``resolve_num_workers``): min(4, cores − 1) on
+    # a machine with more than 2 usable cores for datasets whose samples draw no random numbers (the manifest), with
+    # persistent train workers; 0 on 1–2 cores (a worker would take the core the training step needs; the decoded-
+    # input cache makes epochs after the first cheap anyway) and for in-memory or augmenting datasets (their random
+    # draws come from each worker's generator, so workers would change the results). Integers are used as given.
+    num_workers: int | str = "auto"
     select_metric: str | None = None  # validation metric averaged over select_subsets; None = the task's default
     select_subsets: list[str] = field(default_factory=list)  # empty = every subset
     select_from_epoch: int = 0  # no epoch before this (nor before the method's full loss is active) is selected
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)  # patience 0 = off
     encode_once: bool = True  # every-subset evaluation encodes each batch once
+    # validation also covers every subset (logged as val_all/avg_<metric>, the curves) every N epochs and at the
+    # last one, when select_subsets narrows the per-epoch validation; 0 = never (engine.validation)
+    val_all_subsets_every: int = 0
+    threads: int | str = "auto"  # torch intra-op threads: auto (engine.threads: model size, free cores) | N
     progress: bool = True
     log_every_n_steps: int = 10
     tensorboard: bool = True  # false drops "tensorboard" from loggers (the older switch)
@@ -108,7 +127,14 @@ class RunConfig:
 
 
 def register_schema() -> None:
-    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+    """Store the schema. ``model`` is left open (not struct): its keys depend on the data (per-modality
+    ``model.encoders.<modality>``), so ``model.encoders.audio.name=resnet`` needs no ``+``; ``build_model``
+    refuses unknown model keys with one ``ConfigError`` line instead."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.structured(RunConfig)
+    OmegaConf.set_struct(node.model, False)
+    ConfigStore.instance().store(name="run_schema", node=node)
 
 
 # --------------------------------------------------------------------------------------------- validation
@@ -149,7 +175,20 @@ def validate_run_config(cfg: RunConfig) -> None:
     need(t.batch_size > 0, "trainer.batch_size", "an integer > 0", t.batch_size)
     need(t.eval_batch_size > 0, "trainer.eval_batch_size", "an integer > 0", t.eval_batch_size)
     need(t.log_every_n_steps > 0, "trainer.log_every_n_steps", "an integer > 0", t.log_every_n_steps)
-    need(t.num_workers >= 0, "trainer.num_workers", "an integer >= 0", t.num_workers)
+    need(
+        t.num_workers == "auto" or str(t.num_workers).isdigit(),
+        "trainer.num_workers",
+        "an integer >= 0 or 'auto'",
+        t.num_workers,
+    )
+    stop = t.early_stopping
+    need(stop.patience >= 0, "trainer.early_stopping.patience", "an integer >= 0 (0 = off)", stop.patience)
+    need(math.isfinite(stop.min_delta) and stop.min_delta >= 0, "trainer.early_stopping.min_delta", "a number >= 0",
+         stop.min_delta)  # fmt: skip
+    need(t.val_all_subsets_every >= 0, "trainer.val_all_subsets_every", "an integer >= 0 (0 = never)",
+         t.val_all_subsets_every)  # fmt: skip
+    need(t.threads == "auto" or (str(t.threads).isdigit() and int(t.threads) > 0), "trainer.threads",
+         "'auto' or an integer > 0", t.threads)  # fmt: skip
     need(t.devices > 0, "trainer.devices", "an integer > 0", t.devices)
     need(t.num_nodes > 0, "trainer.num_nodes", "an integer > 0", t.num_nodes)
     need(math.isfinite(t.grad_clip) and t.grad_clip >= 0, "trainer.grad_clip", "a number >= 0 (0 = off)", t.grad_clip)
@@ -223,6 +262,42 @@ def validate_run_config(cfg: RunConfig) -> None:
     from mmrobust.engine.loggers import logger_specs
 
     logger_specs(t)  # names, options, installed packages
+
+
+def usable_cores() -> int:
+    """CPU cores this process may use: its affinity mask, capped by a cgroup v2 quota (``cpu.max``)."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    try:
+        from pathlib import Path
+
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def resolve_num_workers(value: int | str, dataset: Any, processes: int = 1) -> int:
+    """The number of DataLoader workers for ``trainer.num_workers`` = ``value`` (see ``TrainerConfig``).
+
+    ``auto``: ``min(4, c − 1)`` with ``c`` the usable cores per training process (``processes`` on this node)
+    when ``c > 2`` and the dataset declares ``worker_invariant`` (its samples draw no random numbers) and is not
+    ``in_memory``; else 0. A string of digits counts as that integer.
+    """
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if value != "auto":
+        return int(value)
+    if not getattr(dataset, "worker_invariant", False) or getattr(dataset, "in_memory", False):
+        return 0
+    cores = usable_cores() // max(processes, 1)
+    return min(4, cores - 1) if cores > 2 else 0
 
 
 def validate_against_data(cfg: RunConfig, modalities: Sequence[str], num_classes: int) -> None:

@@ -56,3 +56,50 @@ def test_collate_is_picklable_for_dataloader_workers() -> None:
     collate = pickle.loads(pickle.dumps(Collate(["rgb", "audio"], SHAPES)))
     batch = collate([sample(0, torch.ones(3, 2, 2), None)])
     assert batch.present.tolist() == [[True, False]]
+
+
+def reference_collate(modalities, shapes, samples):
+    """The former per-sample loop (``stacked[i] = x``): the semantics the vectorized collate must keep."""
+    present = torch.zeros(len(samples), len(modalities), dtype=torch.bool)
+    inputs = {}
+    for j, name in enumerate(modalities):
+        stacked = torch.zeros(len(samples), *shapes[name])
+        for i, s in enumerate(samples):
+            x = s.inputs.get(name)
+            if x is not None:
+                stacked[i] = x
+                present[i, j] = True
+        inputs[name] = stacked
+    return inputs, present
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.uint8])
+@pytest.mark.parametrize("pattern", ["all", "mixed", "none_of_rgb", "empty"])
+def test_vectorized_collate_equals_the_per_sample_loop(dtype, pattern) -> None:
+    g = torch.Generator().manual_seed(0)
+    n = 0 if pattern == "empty" else 7
+    samples = []
+    for i in range(n):
+        rgb = (torch.rand(3, 2, 2, generator=g) * 200).to(dtype)
+        audio = (torch.rand(5, generator=g) * 200).to(dtype)
+        if pattern == "mixed" and i % 3 == 1:
+            rgb = None
+        if pattern == "mixed" and i % 2 == 0:
+            audio = None
+        if pattern == "none_of_rgb":
+            rgb = None
+        samples.append(sample(100 + i, rgb, audio, i % 3))
+    batch = Collate(["rgb", "audio"], SHAPES)(samples)
+    inputs, present = reference_collate(["rgb", "audio"], SHAPES, samples)
+    assert torch.equal(batch.present, present)
+    for name in ("rgb", "audio"):
+        assert batch.inputs[name].dtype == torch.float32
+        assert torch.equal(batch.inputs[name], inputs[name])
+    assert batch.index.tolist() == [100 + i for i in range(n)]
+
+
+def test_vectorized_collate_does_not_alias_the_samples() -> None:
+    rgb = torch.ones(3, 2, 2)
+    batch = Collate(["rgb", "audio"], SHAPES)([sample(0, rgb, None), sample(1, rgb, None)])
+    batch.inputs["rgb"][0] += 1
+    assert torch.equal(rgb, torch.ones(3, 2, 2))

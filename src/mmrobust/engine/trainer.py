@@ -37,16 +37,19 @@ from lightning.fabric import Fabric
 from rich.progress import Progress
 from torch.utils.data import DataLoader, DistributedSampler
 
-from mmrobust.config import TrainerConfig
+from mmrobust.config import TrainerConfig, resolve_num_workers
 from mmrobust.corruption import augment_batch
 from mmrobust.data.base import MultimodalDataset
 from mmrobust.data.collate import Collate
 from mmrobust.distributed import all_reduce, average_buffers, broadcast_parameters, gather_concat, sync_gradients
 from mmrobust.engine.checkpoint import load_checkpoint, load_model_state, save_atomic, write_json_atomic
+from mmrobust.engine.early_stopping import STOP_KEY, early_stop_epoch
 from mmrobust.engine.faults import fault_point
 from mmrobust.engine.optim import build_optimizer, build_schedule
 from mmrobust.engine.precision import cast_to_model, convert_modules
 from mmrobust.engine.progress import progress_bar, tracked
+from mmrobust.engine.threads import ThreadChoice, configure_threads
+from mmrobust.engine.validation import EpochValidation, epoch_subsets
 from mmrobust.evaluation.evaluator import Predictions, evaluate_subsets, predict_subsets
 from mmrobust.methods.base import EpochContext, Method, TrainState
 from mmrobust.models.multimodal import MultimodalModel
@@ -69,6 +72,7 @@ class FitResult:
     best_score: float
     history: list[dict[str, Any]]
     selected_from_epoch: int = 0
+    early_stopped_epoch: int | None = None  # trainer.early_stopping stopped after this epoch
 
 
 @dataclass
@@ -96,6 +100,11 @@ class FitRun:
     @property
     def steps_per_epoch(self) -> int:
         return len(self.loader)
+
+
+def mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:
+    """Each metric averaged over subsets (the metrics every subset reports)."""
+    return {k: sum(s[k] for s in scores) / len(scores) for k in scores[0] if all(k in s for s in scores)}
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -142,6 +151,8 @@ class Trainer:
         self.log_fn = log_fn or (lambda metrics, step: fabric.log_dict(metrics, step))
         self.on_restore = on_restore
         self.bar: Progress | None = None  # the live progress bar (``progress``)
+        self.eval_loaders: dict[tuple[int, bool], tuple[MultimodalDataset, DataLoader]] = {}  # persistent ones
+        self.threads: ThreadChoice | None = None  # trainer.threads, applied once (``set_threads``)
         if cfg.batch_size % fabric.world_size:
             raise ConfigError(
                 f"trainer.batch_size: {cfg.batch_size} is not divisible by the {fabric.world_size} processes"
@@ -171,29 +182,67 @@ class Trainer:
             sampler=sampler,
             drop_last=True,
             collate_fn=self.collate(dataset),
-            num_workers=self.cfg.num_workers,
+            **self.loader_workers(dataset, persistent=True),
         )
         return loader, sampler
+
+    def loader_workers(self, dataset: MultimodalDataset, *, persistent: bool = False) -> dict[str, Any]:
+        """DataLoader worker options from ``trainer.num_workers`` (``config.resolve_num_workers``). Workers persist
+        (``persistent``: the train loader, iterated every epoch, and the kept eval loaders) only for a
+        ``worker_invariant`` dataset: a persistent worker's generator is not reseeded per epoch, which would change
+        augmenting datasets' draws (and break resuming)."""
+        processes = max(self.fabric.world_size // max(self.cfg.num_nodes, 1), 1)  # on this node
+        workers = resolve_num_workers(self.cfg.num_workers, dataset, processes)
+        keep = persistent and workers > 0 and bool(getattr(dataset, "worker_invariant", False))
+        return {"num_workers": workers, "persistent_workers": keep}
+
+    def set_threads(self, model: MultimodalModel, dataset: MultimodalDataset) -> None:
+        """Apply ``trainer.threads`` once, before the first forward (``engine.threads``: from the model's FLOPs
+        per step, the free cores, the processes and DataLoader workers of this node)."""
+        if self.threads is not None:
+            return
+        processes = max(self.fabric.world_size // max(self.cfg.num_nodes, 1), 1)  # on this node
+
+        def example() -> Any:  # two samples, for counting the model's FLOPs
+            samples = [dataset[i] for i in range(min(2, len(dataset)))]
+            return cast_to_model(self.collate(dataset)(samples).to(self.fabric.device), model)
+
+        self.threads = configure_threads(
+            self.cfg.threads,
+            model,
+            example,
+            batch_size=self.cfg.batch_size // self.fabric.world_size,
+            processes=processes,
+            workers=resolve_num_workers(self.cfg.num_workers, dataset, processes),
+        )
 
     def collate(self, dataset: MultimodalDataset) -> Collate:
         return Collate(dataset.modalities, dataset.shapes, self.task.collate_targets)
 
     def eval_loader(self, dataset: MultimodalDataset, *, pad: bool = False) -> DataLoader:
         """This process's shard of a split, in order. ``pad=True`` repeats samples so that every process
-        holds as many (for gathering per-sample predictions); streaming metrics need disjoint shards."""
+        holds as many (for gathering per-sample predictions); streaming metrics need disjoint shards. With persistent
+        workers (``loader_workers``) the loader is kept and reused, so its workers (and their decoded-input caches)
+        live across validations instead of starting cold every epoch."""
+        known = self.eval_loaders.get((id(dataset), pad))
+        if known is not None and known[0] is dataset:
+            return known[1]
         world, rank = self.fabric.world_size, self.fabric.global_rank
         sampler: Any = (
             DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
             if pad
             else range(rank, len(dataset), world)
         )
-        return DataLoader(
+        loader = DataLoader(
             dataset,
             batch_size=max(self.cfg.eval_batch_size // self.fabric.world_size, 1),
             sampler=sampler,
             collate_fn=self.collate(dataset),
-            num_workers=self.cfg.num_workers,
+            **self.loader_workers(dataset, persistent=True),
         )
+        if loader.persistent_workers:
+            self.eval_loaders[(id(dataset), pad)] = (dataset, loader)
+        return loader
 
     @contextmanager
     def progress(self) -> Iterator[Progress]:
@@ -214,6 +263,7 @@ class Trainer:
     ) -> dict[int, SubsetMetric]:
         """Streaming task metrics of every subset on a whole split (sharded; states summed across processes), the
         forwards in the run's precision; the progress bar's task ``label`` advances per batch."""
+        self.set_threads(model, dataset)
         with self.progress() as bar, self.fabric.autocast():
             return evaluate_subsets(
                 model,
@@ -228,6 +278,7 @@ class Trainer:
     def predict(self, model: MultimodalModel, dataset: MultimodalDataset, subsets: list[int]) -> dict[int, Predictions]:
         """Per-sample predictions (compacted by the task) of every subset on a whole split, for method hooks; the
         forwards in the run's precision."""
+        self.set_threads(model, dataset)
         with self.progress() as bar, self.fabric.autocast():
             return predict_subsets(
                 model,
@@ -295,14 +346,39 @@ class Trainer:
         with self.progress() as bar:  # a train task advanced per step, a val task per validation batch
             task = bar.add_task("train", total=max(self.cfg.max_epochs - run.start_epoch, 0) * run.steps_per_epoch)
             for epoch in range(run.start_epoch, self.cfg.max_epochs):
+                if self.early_stop(run) is not None:
+                    break  # trainer.early_stopping (also a resumed run that had stopped: it trains no further)
                 sums = self.train_epoch(
                     run, model, method, train_set, epoch, lambda text: bar.update(task, advance=1, description=text)
                 )
                 improved, score = self.validate_and_select(run, model, method, val_set, epoch, sums)
+                self.early_stop(run)  # marks the stopping epoch's record before it is saved
                 self.save_checkpoints(run, model, method, epoch, improved, score)
         if resume:
             self.check_best(run)
-        return FitResult(run.best_path, run.last_path, run.best_epoch, run.best_score, run.history, run.select_from)
+        return FitResult(
+            run.best_path, run.last_path, run.best_epoch, run.best_score, run.history, run.select_from,
+            self.early_stop(run),
+        )  # fmt: skip
+
+    def early_stop(self, run: FitRun) -> int | None:
+        """The epoch after which ``trainer.early_stopping`` stops training, derived from the history
+        (``engine.early_stopping``), or None; the first time, marks that epoch's record and logs it."""
+        stop = self.cfg.early_stopping
+        epoch = early_stop_epoch(
+            run.history, f"val/avg_{run.select_metric}", sign=run.sign, select_from=run.select_from,
+            patience=stop.patience, min_delta=stop.min_delta,
+        )  # fmt: skip
+        last = run.history[-1] if run.history else {}
+        if epoch is not None and last.get("epoch") == epoch and STOP_KEY not in last:
+            last[STOP_KEY] = True
+            self.log_fn({"early_stop_epoch": float(epoch)}, run.state.step)
+            if self.fabric.is_global_zero:
+                log.info(
+                    "early stopping after epoch %d: val/avg_%s did not improve by more than %g for %d epochs",
+                    epoch, run.select_metric, stop.min_delta, stop.patience,
+                )  # fmt: skip
+        return epoch
 
     def setup(self, model: MultimodalModel, method: Method, train_set: MultimodalDataset) -> FitRun:
         """Devices, precision (``*-true`` converts the model and the method), the same starting weights on every
@@ -313,6 +389,7 @@ class Trainer:
         method.to(fabric.device)
         convert_modules(fabric, model, method)
         broadcast_parameters(model, method)
+        self.set_threads(model, train_set)
         params = [p for p in [*model.parameters(), *method.parameters()] if p.requires_grad]
         optimizer = cast(torch.optim.Optimizer, fabric.setup_optimizers(build_optimizer(params, cfg.optimizer)))
         loader, sampler = self.train_loader(train_set)
@@ -408,17 +485,25 @@ class Trainer:
         """The method's epoch-end hook, the validation score (the selection metric averaged over the selection
         subsets), the history record, and whether this epoch is the new best (only from ``select_from`` on)."""
         state = run.state
-        ctx = EpochContext(validate=lambda s: self.predict(model, val_set, s), log=self.log_fn, run_dir=self.run_dir)
+        # engine.validation: the selection subsets every epoch (every subset for the curves when due), one pass
+        # shared with the hook's ctx.validate
+        every = [self.restrict_to] if self.restrict_to is not None else all_subsets(len(model.modalities))
+        subsets, curves = epoch_subsets(run.subsets, every, epoch, self.cfg.max_epochs, self.cfg.val_all_subsets_every)
+        validation = EpochValidation(self, model, val_set, subsets)
+        ctx = EpochContext(validate=validation.predict, log=self.log_fn, run_dir=self.run_dir)
         method.on_epoch_end(model, state, ctx)
-        val = [m.scores() for m in self.evaluate(model, val_set, run.subsets, label="val").values()]
-        means = {k: sum(s[k] for s in val) / len(val) for k in val[0] if all(k in s for s in val)}
+        metrics = validation.metrics()
+        means = mean_scores([metrics[s].scores() for s in run.subsets])
         score = means[run.select_metric]
         train = {k: v / run.steps_per_epoch for k, v in sums.items()}
         record = {"epoch": epoch, "step": state.step} | {f"train/{k}": v for k, v in train.items()}
         record |= {f"val/avg_{run.select_metric}": score}
+        every_means = mean_scores([metrics[s].scores() for s in subsets]) if curves else {}
+        record |= {f"val_all/avg_{run.select_metric}": every_means[run.select_metric]} if curves else {}
         run.history.append(record)
         # logs: epoch means as train_epoch/<term> (steps log train_step/<term>), every metric as val/avg_<metric>
         logged = {f"train_epoch/{k}": v for k, v in train.items()} | {f"val/avg_{k}": v for k, v in means.items()}
+        logged |= {f"val_all/avg_{k}": v for k, v in every_means.items()}
         self.log_fn(logged | {"epoch": epoch}, state.step)
         eligible = epoch >= run.select_from
         improved = eligible and (run.sign * score > run.sign * run.best_score if run.best_epoch >= 0 else True)
