@@ -7,6 +7,17 @@ that fuse inside their encoders (``fusion_inside_encoders = True``, e.g. ESANet,
 whose ``fuse`` runs both encoder streams) get one forward per subset: their cost grows with the number of
 subsets.
 
+Late-fusion models go one step further (``batched=True``, the default): fuse + neck + head run for many
+subsets in ONE call. The features ``[B, ...]`` are repeated ``k`` times along the batch (``[k·B, ...]``,
+subset-major) and the masks stacked, ``present_{(i, b)} = present_b ∧ subset_i`` (``[k·B, M]``); the output
+is split back into ``k`` blocks of ``B`` rows. This equals the per-subset loop whenever every sample's output
+depends on that sample only: the model and all its modules in eval mode (dropout off, BatchNorm on running
+statistics), no BatchNorm without running statistics, and no forward hooks (which would see one stacked call
+instead of one call per subset). Otherwise the loop runs. A model class may also opt out with
+``subset_batching = False``. Memory stays bounded: ``k`` is chosen so that ``k·B·max(F, L) ≤ max_elements``,
+with ``F`` the feature elements and ``L`` the output elements per sample (``L`` is learnt from a first
+one-subset call per model and feature shape, so a dense-prediction head cannot blow the budget).
+
 ``evaluate_subsets`` streams: it updates one task metric per subset batch by batch and keeps no logits, so
 its memory does not grow with the split. ``predict_subsets`` keeps per-sample predictions for method hooks,
 compacted by the task (``[N, C]`` per subset, whatever the task).
@@ -14,11 +25,14 @@ compacted by the task (``[N, C]`` per subset, whatever the task).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmrobust.batch import Batch
 from mmrobust.engine.precision import cast_to_model
@@ -37,21 +51,102 @@ class Predictions:
     index: torch.Tensor
 
 
+MAX_STACKED_ELEMENTS = 1 << 24
+"""Default budget of one batched fuse + neck + head call: stacked feature (or output) elements, 64 MiB in fp32."""
+
+# output elements per sample of fuse + neck + head, per model and per feature signature (learnt on first use)
+_OUTPUT_SIZE: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], int]] = weakref.WeakKeyDictionary()
+
+
 def subset_outputs(
-    model: Any, batch: Batch, subsets: Sequence[int], encode_once: bool = True
+    model: Any,
+    batch: Batch,
+    subsets: Sequence[int],
+    encode_once: bool = True,
+    *,
+    batched: bool = True,
+    max_elements: int = MAX_STACKED_ELEMENTS,
 ) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield ``(subset, logits)`` of every subset on one batch (the model in its current mode; floating inputs
-    cast to the model's dtype, a no-op unless ``trainer.precision`` converted it)."""
+    """Yield ``(subset, logits)`` of every subset on one batch, in the order of ``subsets`` (the model in its
+    current mode; floating inputs cast to the model's dtype, a no-op unless ``trainer.precision`` converted it).
+
+    ``encode_once=False``: one full forward per subset. ``encode_once=True``: encode once, then fuse + neck +
+    head for several subsets per call when :func:`can_batch_subsets` allows it and ``batched`` (at most
+    ``max_elements`` stacked elements per call, module docstring), else once per subset.
+    """
     batch = cast_to_model(batch, model)
     once = encode_once and not getattr(model, "fusion_inside_encoders", False)
-    if once:
-        features = model.encode(batch)
-        for s in subsets:
-            present = batch.present & subset_mask(s, len(batch.modalities)).to(batch.present.device)
-            yield s, model.head(model.neck(model.fuse(features, present)))
-    else:
+    if not once:
         for s in subsets:
             yield s, model(batch.restrict(s))
+        return
+    features = model.encode(batch)
+    if batched and len(subsets) > 1 and can_batch_subsets(model, features, len(batch)):
+        yield from _batched_outputs(model, features, batch.present, subsets, max_elements)
+        return
+    for s in subsets:
+        present = batch.present & subset_mask(s, len(batch.modalities)).to(batch.present.device)
+        yield s, model.head(model.neck(model.fuse(features, present)))
+
+
+def can_batch_subsets(model: Any, features: Mapping[str, Any], batch_size: int) -> bool:
+    """Whether fuse + neck + head of several subsets may run as one stacked call (module docstring): a
+    late-fusion model with ``encode``/``fuse``/``neck``/``head``, tensor features ``[B, ...]``, every module
+    in eval mode, no BatchNorm without running statistics, no forward hooks, no ``subset_batching = False``."""
+    if getattr(model, "fusion_inside_encoders", False) or not getattr(model, "subset_batching", True):
+        return False
+    if not all(callable(getattr(model, stage, None)) for stage in ("fuse", "neck", "head")):
+        return False
+    if not isinstance(model, nn.Module):
+        return False
+    if not all(isinstance(f, torch.Tensor) and f.dim() >= 1 and len(f) == batch_size for f in features.values()):
+        return False
+    for module in model.modules():
+        if module.training or module._forward_hooks or module._forward_pre_hooks:
+            return False
+        if isinstance(module, _BatchNorm) and module.running_mean is None:  # normalizes with batch statistics
+            return False
+    return True
+
+
+def subsets_per_call(
+    features: Mapping[str, torch.Tensor], batch_size: int, output_per_sample: int, max_elements: int
+) -> int:
+    """``k = max(1, ⌊max_elements / (B · max(F, L))⌋)``: subsets per stacked call, with ``F`` the feature
+    elements and ``L`` the output elements per sample."""
+    per_sample = max(sum(f[:1].numel() for f in features.values()), output_per_sample, 1)
+    return max(1, max_elements // (max(batch_size, 1) * per_sample))
+
+
+def _batched_outputs(
+    model: Any,
+    features: Mapping[str, torch.Tensor],
+    present: torch.Tensor,
+    subsets: Sequence[int],
+    max_elements: int,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """fuse + neck + head on chunks of ``k`` subsets at once (features repeated ``k`` times, masks stacked).
+
+    Shape: features[m] ``[B, *F_m]``, present ``[B, M]`` -> per subset ``[B, *out]`` (views of the chunk's output).
+    """
+    b, num_modalities = present.shape
+    masks = torch.stack([subset_mask(s, num_modalities) for s in subsets]).to(present.device)  # [S, M]
+    signature = (num_modalities, *sorted((m, tuple(f.shape[1:]), f.dtype) for m, f in features.items()))
+    sizes = _OUTPUT_SIZE.setdefault(model, {})
+    start = 0
+    while start < len(subsets):
+        known = sizes.get(signature)
+        k = 1 if known is None else subsets_per_call(features, b, known, max_elements)  # a first call learns L
+        chunk = subsets[start : start + k]
+        n = len(chunk)
+        stacked = {m: f.repeat(n, *([1] * (f.dim() - 1))) if n > 1 else f for m, f in features.items()}  # [n·B, ...]
+        mask = (present.unsqueeze(0) & masks[start : start + n].unsqueeze(1)).reshape(n * b, num_modalities)
+        out = model.head(model.neck(model.fuse(stacked, mask)))  # [n·B, *out]
+        if known is None and b > 0:
+            sizes[signature] = out[:1].numel()
+        for i, s in enumerate(chunk):
+            yield s, out[i * b : (i + 1) * b]
+        start += n
 
 
 @torch.no_grad()
@@ -63,13 +158,15 @@ def evaluate_subsets(
     *,
     device: torch.device | str = "cpu",
     encode_once: bool = True,
+    batched: bool = True,
     on_unreadable: Callable[[tuple[tuple[str, str, str], ...]], None] | None = None,
 ) -> dict[int, SubsetMetric]:
     """One streaming task metric per subset over every batch (the model in eval mode).
 
     ``on_unreadable`` receives each batch's unreadable-file entries (``dataset.record_unreadable``). In a
     distributed run each process passes its shard; the metrics' states are summed across processes
-    when they are read (torchmetrics syncs them), so shards must not overlap.
+    when they are read (torchmetrics syncs them), so shards must not overlap. ``encode_once`` and ``batched``:
+    see :func:`subset_outputs`.
     """
     was_training = model.training
     model.eval()
@@ -78,7 +175,7 @@ def evaluate_subsets(
         if on_unreadable is not None:
             on_unreadable(batch.unreadable)
         batch = batch.to(device)
-        for s, logits in subset_outputs(model, batch, subsets, encode_once):
+        for s, logits in subset_outputs(model, batch, subsets, encode_once, batched=batched):
             metrics[s].update(logits.float(), batch.target)
     model.train(was_training)
     for metric in metrics.values():
@@ -94,6 +191,7 @@ def predict_subsets(
     *,
     device: torch.device | str = "cpu",
     encode_once: bool = True,
+    batched: bool = True,
     gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
     compact: Compact | None = None,
 ) -> dict[int, Predictions]:
@@ -102,7 +200,7 @@ def predict_subsets(
     ``compact(logits, target)`` reduces each batch to ``([B, C], [B])`` (the task's ``compact``; identity for
     classification). ``gather`` concatenates the shards of a distributed evaluation along dimension 0 (every
     process must hold the same number of samples, as a padding ``DistributedSampler`` gives); samples
-    repeated by the padding are dropped by index.
+    repeated by the padding are dropped by index. ``encode_once`` and ``batched``: see :func:`subset_outputs`.
     """
     was_training = model.training
     model.eval()
@@ -111,7 +209,7 @@ def predict_subsets(
     indices = []
     for batch in batches:
         batch = batch.to(device)
-        for s, logits in subset_outputs(model, batch, subsets, encode_once):
+        for s, logits in subset_outputs(model, batch, subsets, encode_once, batched=batched):
             kept, target = (logits.float(), batch.target) if compact is None else compact(logits.float(), batch.target)
             out[s].append(kept)
             targets[s].append(target)
