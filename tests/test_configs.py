@@ -24,6 +24,7 @@ DATA_MODEL = [
     ("uci_mfeat", "mlp_sum"),
     ("synthetic", "mlp"),
     ("synthetic_faces", "surf_baseline"),
+    ("synthetic_faces", "auto"),
     ("synthetic_rgbd", "seg_small"),
     ("synthetic_rgbd", "esanet_r18"),
     ("synthetic_rgbd", "esanet_r34"),

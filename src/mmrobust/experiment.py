@@ -45,6 +45,7 @@ from mmrobust.evaluation.corruption_report import print_corruption_report
 from mmrobust.evaluation.report import result_rows, write_report
 from mmrobust.methods import METHODS, Method, MethodContext
 from mmrobust.models import build_model
+from mmrobust.models.auto import resolve_run_model, summary_line
 from mmrobust.models.multimodal import MultimodalModel
 from mmrobust.registry import ConfigError
 from mmrobust.runners import RUNNERS, Job
@@ -267,8 +268,13 @@ def run(
     fabric = fabric or make_fabric(cfg)
     resolved = cast(dict[str, Any], OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
     data = build_data(cfg)
+    model_config, chosen = resolve_run_model(dict(cfg.model), data.train)  # model=auto: encoders per modality
+    cfg = replace(cfg, model=model_config)
     resolved["model"] = job_model_config(cfg, data)  # the architecture the method trains: eval rebuilds it
     with claimed_run_folder(fabric, run_dir, cfg, resolved):
+        if chosen is not None and fabric.is_global_zero:
+            log.info(summary_line(chosen))
+            write_text_atomic(OmegaConf.to_yaml(chosen), run_dir / "model_resolved.yaml")
         return train_and_evaluate(cfg, run_dir, fabric, resolved, data)
 
 
@@ -328,6 +334,7 @@ def train_and_evaluate(
             "best_epoch": fit.best_epoch,
             "best_val_score": fit.best_score,
             "selected_from_epoch": fit.selected_from_epoch,
+            "early_stopped_epoch": fit.early_stopped_epoch,  # None: trained to trainer.max_epochs
         }
         load_model_state(model, load_checkpoint(fit.best_path)["model"], fit.best_path)
         for split in splits:
@@ -464,7 +471,31 @@ def write_tables(results: dict[str, Any], out: Path, splits: Sequence[str]) -> N
         print(paths["markdown"].read_text())
         saved += [str(p) for p in paths.values()]
     saved += [str(p) for p in print_corruption_report([results], out).values()]  # when results has "corrupted"
+    from mmrobust.evaluation.plots import CONFUSION_NAME, confusion_figure
+
+    confusion = confusion_figure(results, splits[0], out / CONFUSION_NAME)  # classification: all + each alone
+    saved += [str(confusion)] if confusion is not None else []
+    diagnostics = plot_stale_diagnostics(out)  # a run stopped early never reached the last-epoch plot
+    saved += [str(diagnostics)] if diagnostics is not None else []
     print(f"saved: {', '.join(saved)}")
+
+
+def plot_stale_diagnostics(run_dir: Path) -> Path | None:
+    """Draw ``diagnostics.png`` from ``diagnostics.json`` when the figure is missing or older than the records
+    (the imbalance diagnostics plot at the last epoch; early stopping ends a run before it)."""
+    import json
+
+    from mmrobust.methods.diagnostics import JSON_NAME, PNG_NAME
+
+    records, figure = run_dir / JSON_NAME, run_dir / PNG_NAME
+    if not records.is_file() or (figure.is_file() and figure.stat().st_mtime_ns >= records.stat().st_mtime_ns):
+        return None
+    from mmrobust.evaluation.imbalance_plots import plot_diagnostics
+
+    history = json.loads(records.read_text())
+    modalities = [k.split("/", 1)[1] for k in history[0] if k.startswith("val_acc/") and k != "val_acc/fused"]
+    plot_diagnostics(history, figure, modalities=modalities)
+    return figure
 
 
 def write_outputs(results: dict[str, Any], run_dir: Path, splits: Sequence[str] = ("test",)) -> None:

@@ -37,6 +37,8 @@ ENCODER_CASES: dict[str, list[tuple[dict[str, Any], tuple[int, ...], tuple[int, 
         ({"depth": 18, "width": 4, "stem": "cifar", "last_stage": "layer1", "pool": False}, (1, 8, 8), (4, 8, 8)),
     ],
     "seg_cnn": [({"channels": [4, 6], "blocks": 2}, (3, 16, 12), (6, 4, 3))],
+    "conv": [({"channels": [4, 6], "blocks": 1}, (2, 8, 8), (6,)), ({"channels": [4], "blocks": 1}, (5, 7), (4,))],
+    "spectrogram_cnn": [({"channels": [4, 6], "blocks": 1}, (1, 16, 12), (6,))],
     "audio_resnet": [({"width": 4}, (1, 16, 12), (32,)), ({"width": 4}, (16, 12), (32,))],
     "frames_resnet": [({"width": 4}, (2, 3, 16, 16), (32,)), ({"width": 4, "temporal_pool": "max"}, (1, 8, 8), (32,))],
     "osmd": [

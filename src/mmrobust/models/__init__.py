@@ -1,6 +1,7 @@
 """Models: encoders, fusions, necks, heads and the MultimodalModel that composes them."""
 
 from mmrobust.models.av_resnet import AudioResNet, FramesResNet  # registers audio_resnet, frames_resnet
+from mmrobust.models.conv_encoders import ConvEncoder, SpectrogramEncoder  # registers conv, spectrogram_cnn
 from mmrobust.models.encoders import ENCODERS
 from mmrobust.models.fusion import FUSIONS
 from mmrobust.models.heads import HEADS
@@ -16,10 +17,12 @@ __all__ = [
     "HEADS",
     "NECKS",
     "AudioResNet",
+    "ConvEncoder",
     "FramesResNet",
     "MultimodalModel",
     "OSMDEncoder",
     "ResNet",
+    "SpectrogramEncoder",
     "UDMLFusion",
     "build_model",
     "load_pretrained",
