@@ -83,7 +83,8 @@ class Batch:
 
         The papers drop a modality with a Bernoulli indicator on the encoder *output*; ``MultimodalModel.fuse``
         zeroes the features of absent modalities, so the encoders (and their BatchNorm statistics) see the
-        real inputs, never all-zero images. (``with_present`` also zeroes the inputs: data that is absent.)
+        real inputs of the samples that keep each modality (``encode`` skips the others), never all-zero images.
+        (``with_present`` also zeroes the inputs: data that is absent.)
 
         Shape: present ``[B, M]`` bool, like ``self.present``.
         """

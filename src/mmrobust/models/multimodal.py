@@ -54,9 +54,43 @@ class MultimodalModel(nn.Module):
         self.feature_shapes = {m: tuple(s) for m, s in feature_shapes.items()}
 
     def encode(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Run the encoder of every modality present for at least one sample; skip the others."""
-        any_present = batch.present.any(dim=0).tolist()
-        return {m: self.encoders[m](batch.inputs[m]) for m, p in zip(self.modalities, any_present) if p}
+        """Per-modality features; each encoder runs on the samples that have its modality, and only on them.
+
+        For modality ``m`` with ``n`` of the ``B`` samples present (column ``j`` of ``batch.present``):
+
+        - ``n = 0``: the encoder is skipped and ``m`` is left out of the result (``fuse`` zero-fills it);
+        - ``n = B``: ``f_m = encoder_m(x_m)`` on the whole batch;
+        - otherwise ``f_m[r] = encoder_m(x_m[r])`` for the present rows ``r`` (gathered with ``index_select``)
+          and ``f_m[b] = 0`` for the absent ones (scattered with ``index_copy``). ``fuse`` zeroes the features
+          of absent samples anyway, so the encoder's work on them was wasted: with per-sample modality dropout
+          over 3 modalities each encoder runs on about 4/7 of the batch.
+
+        In eval mode the result equals the full-batch computation on the present rows (up to float rounding:
+        a smaller batch may take another kernel) and is 0 on the others. In train mode, BatchNorm layers of
+        the encoder normalize with (and update their running statistics from) the present samples only, not
+        the whole batch as when the encoder also ran on dropped or missing samples; the absent rows get no
+        gradient and, through the batch statistics, no longer influence the present rows' gradients.
+        With fewer than 2 present rows in train mode the encoder runs on the whole batch (as before this
+        change), since a BatchNorm1d cannot normalize a single sample.
+
+        Shape: inputs[m] ``[B, *in_shape]`` -> ``{m: [B, *feature_shapes[m]]}`` for every ``m`` present in
+        at least one sample.
+        """
+        present = batch.present
+        size = present.shape[0]
+        counts = present.sum(dim=0).tolist()  # [M] present samples per modality (one host sync)
+        features: dict[str, torch.Tensor] = {}
+        for j, (m, n) in enumerate(zip(self.modalities, counts)):
+            if n == 0:
+                continue
+            encoder, x = self.encoders[m], batch.inputs[m]
+            if n == size or (n < 2 and encoder.training):
+                features[m] = encoder(x)
+                continue
+            rows = present[:, j].nonzero().flatten().to(x.device)  # [n]
+            f = encoder(x.index_select(0, rows))  # [n, *F]
+            features[m] = f.new_zeros(size, *f.shape[1:]).index_copy(0, rows, f)  # [B, *F]
+        return features
 
     def fuse(self, features: Mapping[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
         """Zero the feature of every absent modality per sample, then fuse: ``fusion(feats, present)``.
@@ -98,12 +132,19 @@ def build_model(
     modalities: tuple[str, ...],
     input_shapes: Mapping[str, tuple[int, ...]],
     num_classes: int,
+    input_kinds: Mapping[str, str] | None = None,
 ) -> MultimodalModel:
     """Build a model from a config with keys ``encoder`` (default for every modality), ``encoders``
     (per-modality overrides), ``fusion``, ``neck`` and ``head``; each a dict with ``name`` plus options.
     A config with the key ``architecture`` builds that whole model instead (``models/architectures.py``).
+    A config with the key ``auto`` (``model=auto``) first chooses each modality's encoder from its input shape
+    and ``input_kinds`` hint (``image``/``audio``/``vector``, e.g. from the reader type): ``models/auto.py``.
     """
     config = dict(config)
+    if "auto" in config:
+        from mmrobust.models.auto import resolve_auto  # here: auto builds models with this function
+
+        config = resolve_auto(config, modalities, input_shapes, input_kinds).config
     if "architecture" in config:
         from mmrobust.models.architectures import ARCHITECTURES  # here: architectures import this module
 
