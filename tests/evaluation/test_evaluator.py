@@ -101,15 +101,26 @@ def _batched_case(name):
 
 
 def _count_fuse_calls(model):
-    """Record the batch size of every ``fuse`` call (an instance attribute shadowing the method)."""
+    """Record the rows of every ``fuse`` and ``fuse_subsets`` call (S·B for S subsets of B samples; instance
+    attributes shadowing the methods); the ``fuse`` that ``fuse_subsets`` may make inside is not counted again."""
     calls: list[int] = []
-    fuse = model.fuse
+    fuse, fuse_subsets = model.fuse, model.fuse_subsets
+    inside = []
 
     def counted(features, present):
-        calls.append(len(present))
+        if not inside:
+            calls.append(len(present))
         return fuse(features, present)
 
-    model.fuse = counted
+    def counted_subsets(features, present, subset_masks):
+        calls.append(len(subset_masks) * len(present))
+        inside.append(True)
+        try:
+            return fuse_subsets(features, present, subset_masks)
+        finally:
+            inside.pop()
+
+    model.fuse, model.fuse_subsets = counted, counted_subsets
     return calls
 
 
@@ -207,3 +218,21 @@ def test_batched_streaming_metrics_equal_the_loop():
     fast = evaluate_subsets(model, batches, all_subsets(3), task)
     slow = evaluate_subsets(model, batches, all_subsets(3), task, batched=False)
     assert all(fast[s].scores() == slow[s].scores() for s in all_subsets(3))
+
+
+@pytest.mark.parametrize("name", ["concat_mlp", "mlp_shipped"])
+def test_batched_concat_mlp_projects_each_modality_once_not_each_subset(name):
+    ds, model = _batched_case(name)
+    model.eval()
+    batch = batch_of(ds, 6)
+    first_rows: list[int] = []
+    first = model.fusion.net[0]  # the Linear over the concatenation: [S·B, Σ F_m] in the repeated path
+    first.forward = lambda x: first_rows.append(len(x)) or torch.nn.Linear.forward(first, x)
+    with torch.no_grad():
+        loop = dict(subset_outputs(model, batch, all_subsets(3), batched=False))
+        assert first_rows == [6] * 7
+        first_rows.clear()
+        batched = dict(subset_outputs(model, batch, all_subsets(3)))
+    assert first_rows == []  # replaced by one product per modality on the B rows
+    for s in all_subsets(3):
+        torch.testing.assert_close(batched[s], loop[s], rtol=1e-5, atol=1e-5)

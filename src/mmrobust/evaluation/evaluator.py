@@ -10,10 +10,12 @@ subsets.
 Late-fusion models go one step further (``batched=True``, the default): fuse + neck + head run for many
 subsets in ONE call. The features ``[B, ...]`` are repeated ``k`` times along the batch (``[k·B, ...]``,
 subset-major) and the masks stacked, ``present_{(i, b)} = present_b ∧ subset_i`` (``[k·B, M]``); the output
-is split back into ``k`` blocks of ``B`` rows. This equals the per-subset loop whenever every sample's output
-depends on that sample only: the model and all its modules in eval mode (dropout off, BatchNorm on running
-statistics), no BatchNorm without running statistics, and no forward hooks (which would see one stacked call
-instead of one call per subset). Otherwise the loop runs. A model class may also opt out with
+is split back into ``k`` blocks of ``B`` rows. A model with ``fuse_subsets(features, present, subset_masks)``
+(``MultimodalModel``) does the stacking itself, and its fusion may share work across subsets (``concat_mlp``
+projects each modality once, not each subset's concatenation). This equals the per-subset loop whenever every
+sample's output depends on that sample only: the model and all its modules in eval mode (dropout off, BatchNorm
+on running statistics), no BatchNorm without running statistics, and no forward hooks (which would see one
+stacked call instead of one call per subset). Otherwise the loop runs. A model class may also opt out with
 ``subset_batching = False``. Memory stays bounded: ``k`` is chosen so that ``k·B·max(F, L) ≤ max_elements``,
 with ``F`` the feature elements and ``L`` the output elements per sample (``L`` is learnt from a first
 one-subset call per model and feature shape, so a dense-prediction head cannot blow the budget).
@@ -125,7 +127,8 @@ def _batched_outputs(
     subsets: Sequence[int],
     max_elements: int,
 ) -> Iterator[tuple[int, torch.Tensor]]:
-    """fuse + neck + head on chunks of ``k`` subsets at once (features repeated ``k`` times, masks stacked).
+    """fuse + neck + head on chunks of ``k`` subsets at once (``model.fuse_subsets`` where the model has it, else
+    ``fuse`` on the features repeated ``k`` times and the masks stacked).
 
     Shape: features[m] ``[B, *F_m]``, present ``[B, M]`` -> per subset ``[B, *out]`` (views of the chunk's output).
     """
@@ -139,9 +142,13 @@ def _batched_outputs(
         k = 1 if known is None else subsets_per_call(features, b, known, max_elements)  # a first call learns L
         chunk = subsets[start : start + k]
         n = len(chunk)
-        stacked = {m: f.repeat(n, *([1] * (f.dim() - 1))) if n > 1 else f for m, f in features.items()}  # [n·B, ...]
-        mask = (present.unsqueeze(0) & masks[start : start + n].unsqueeze(1)).reshape(n * b, num_modalities)
-        out = model.head(model.neck(model.fuse(stacked, mask)))  # [n·B, *out]
+        if callable(getattr(model, "fuse_subsets", None)):  # e.g. concat_mlp shares its first layer across subsets
+            fused = model.fuse_subsets(features, present, masks[start : start + n])  # [n·B, D]
+        else:
+            stacked = {m: f.repeat(n, *([1] * (f.dim() - 1))) if n > 1 else f for m, f in features.items()}
+            mask = (present.unsqueeze(0) & masks[start : start + n].unsqueeze(1)).reshape(n * b, num_modalities)
+            fused = model.fuse(stacked, mask)  # features [n·B, ...] -> [n·B, D]
+        out = model.head(model.neck(fused))  # [n·B, *out]
         if known is None and b > 0:
             sizes[signature] = out[:1].numel()
         for i, s in enumerate(chunk):

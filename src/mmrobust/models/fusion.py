@@ -71,6 +71,44 @@ class ConcatMLP(nn.Module):
     def forward(self, feats: list[torch.Tensor], present: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([f.flatten(1) for f in feats], dim=1))
 
+    def fuse_subsets(self, feats: list[torch.Tensor], masks: torch.Tensor) -> torch.Tensor:
+        """The fusion of S masks of one batch at once, sharing the first layer's per-modality products.
+
+        Equals stacking ``forward(feats zeroed where masks[s] is False, masks[s])`` over ``s`` (subset-major)
+        in eval mode. The first layer is linear in the concatenation and a dropped modality's feature is zero,
+        so with ``W^m`` the columns of modality m,
+
+            h_{s,b} = b + Σ_m [masks_{s,b,m}] · P_{b,m},     P_{b,m} = W^m f_{b,m}
+
+        ``P`` is computed once on the B rows (instead of ``W [f_1; …; f_M]`` on S·B rows) and selected with
+        ``torch.where``, so a non-finite feature of a dropped modality cannot leak (``NaN · 0 = NaN``). The
+        rest of the MLP (norm, activation, further layers) runs on the S·B rows.
+
+        Shape: M × [B, *F_m] (not zeroed), masks [S, B, M] -> [S·B, out_features].
+        """
+        first = self.net[0]
+        assert isinstance(first, nn.Linear)  # mlp() starts with one
+        s, b, m = masks.shape
+        if m != len(feats) or any(len(f) != b for f in feats):
+            raise ValueError(f"concat_mlp.fuse_subsets: masks [S, B, M] = {tuple(masks.shape)} do not match "
+                             f"{len(feats)} features of batch sizes {[len(f) for f in feats]}")  # fmt: skip
+        keep = masks.to(device=first.weight.device, dtype=torch.bool).unsqueeze(-1)  # [S, B, M, 1]
+        hidden: torch.Tensor | None = None  # [S, B, D]
+        start = 0
+        for j, f in enumerate(feats):
+            x = f.flatten(1)  # [B, F_m]
+            product = nn.functional.linear(x, first.weight[:, start : start + x.shape[1]])  # [B, D]
+            start += x.shape[1]
+            term = torch.where(keep[:, :, j], product, torch.zeros((), dtype=product.dtype, device=product.device))
+            hidden = term if hidden is None else hidden.add_(term)
+        if hidden is None or start != first.in_features:
+            raise ValueError(
+                f"concat_mlp.fuse_subsets: features of {start} elements in all, expected {first.in_features}"
+            )
+        if first.bias is not None:
+            hidden = hidden.add_(first.bias)
+        return self.net[1:](hidden.reshape(s * b, -1))
+
 
 @FUSIONS.register("sum")
 class Sum(nn.Module):

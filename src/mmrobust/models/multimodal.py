@@ -116,6 +116,37 @@ class MultimodalModel(nn.Module):
         mask = present.to(device=feats[0].device, dtype=torch.bool) & ~skipped  # [B, M]
         return self.fusion(feats, mask)
 
+        return self.fusion(feats, mask)
+
+    def fuse_subsets(
+        self, features: Mapping[str, torch.Tensor], present: torch.Tensor, subset_masks: torch.Tensor
+    ) -> torch.Tensor:
+        """``fuse`` for S subsets of one batch in one call: the rows of ``fuse(features, present ∧ subset_masks[s])``,
+        stacked subset-major as ``out[s·B + b]``. Equal to the per-subset calls in eval mode; in train mode the
+        S·B rows share dropout draws and BatchNorm statistics as one batch.
+
+        A fusion with a ``fuse_subsets(feats, masks)`` method (``masks [S, B, M]``; e.g. ``concat_mlp``, which
+        shares its first layer's per-modality products across subsets) gets the features once, unzeroed (zeros
+        for a modality skipped for the whole batch), and selects them itself; any other fusion gets the
+        features repeated S times along the batch and the stacked masks, through ``fuse`` (as does a subclass
+        that overrides ``fuse``).
+
+        Shape: features[m] ``[B, *feature_shapes[m]]``, present ``[B, M]``, subset_masks ``[S, M]`` -> ``[S·B, D]``.
+        """
+        ref = next(iter(features.values()), None)
+        device = ref.device if ref is not None else present.device
+        s, b = len(subset_masks), len(present)
+        keep = present.to(device=device, dtype=torch.bool)  # [B, M]
+        masks = keep.unsqueeze(0) & subset_masks.to(device=device, dtype=torch.bool).unsqueeze(1)  # [S, B, M]
+        fuse_subsets = getattr(self.fusion, "fuse_subsets", None)
+        if not callable(fuse_subsets) or type(self).fuse is not MultimodalModel.fuse:  # a subclass's fuse is kept
+            stacked = {m: f.repeat(s, *([1] * (f.dim() - 1))) for m, f in features.items()}  # [S·B, ...]
+            return self.fuse(stacked, masks.reshape(s * b, -1))
+        like = ref if ref is not None else next(self.fusion.parameters(), present.float())
+        feats = [features[m] if m in features else like.new_zeros(b, *self.feature_shapes[m]) for m in self.modalities]
+        skipped = torch.tensor([m not in features for m in self.modalities], device=device)  # [M]
+        return fuse_subsets(feats, masks & ~skipped)
+
     def neck(self, fused: torch.Tensor) -> torch.Tensor:
         return self.neck_module(fused)
 
