@@ -22,11 +22,11 @@ main: setup
 test: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist loadfile
 
 # The test suite without the end-to-end tests marked slow (subprocess CLI runs, kill -9, 2-process runs).
 test-fast: setup
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -n auto --dist loadfile -m "not slow"
 
 # The README comparison (modality dropout vs full vs customized, 3 seeds) and its report.
 compare: setup
@@ -38,13 +38,20 @@ seg-compare: setup
 	OMP_NUM_THREADS=1 $(BIN)/mmrobust train --multirun experiment=seg_synthetic hydra.sweep.dir=outputs/seg_synthetic trainer.progress=false trainer.tensorboard=false
 	$(BIN)/mmrobust report outputs/seg_synthetic
 
+# Every benchmark (about an hour on 2 cores; the figures of docs/benchmarks.md), then the table of the speed
+# targets of issues 16 and 17 (benchmarks/targets.py) read from their JSON results.
 bench: setup
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/eval_subsets.py
 	$(BIN)/python benchmarks/matmul_fraction.py
 	$(BIN)/python benchmarks/seg_throughput.py
 	$(BIN)/python benchmarks/eval_memory.py
+	$(BIN)/python benchmarks/yardstick.py
+	env -u OMP_NUM_THREADS $(BIN)/python benchmarks/around_step.py
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/eval_subsets_batched.py --threads 1
+	$(BIN)/python benchmarks/reader_cache.py --repeats 2
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/precision.py
+	$(BIN)/python benchmarks/targets.py
 
 clean:
 	rm -rf outputs multirun .pytest_cache .mypy_cache .ruff_cache

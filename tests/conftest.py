@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -15,6 +18,24 @@ from lightning.fabric import Fabric
 from mmrobust.data import DATASETS, Collate
 from mmrobust.methods import MethodContext
 from mmrobust.models import build_model
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under `pytest -n 2` every worker is one process per core: one torch thread each (and in the CLI
+    # subprocesses they start), so the workers never oversubscribe the cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+
+
+# The processes that multi-process tests start (start method "forkserver") are forked from a server that imported
+# mmrobust once, so each one skips the ~3 s import of torch that a spawned interpreter pays.
+multiprocessing.set_forkserver_preload(["mmrobust.cli"])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files with slow tests first: with ``-n 2`` the long end-to-end runs start early instead of at the tail."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: the order inside a file is kept
+
 
 MLP = {
     "encoder": {"name": "mlp", "hidden": [16], "out_features": 8},
@@ -106,6 +127,28 @@ TINY_CLI = [
     "trainer.progress=false",
     "trainer.tensorboard=false",
 ]
+
+
+@dataclass
+class CliResult:
+    """What a ``mmrobust`` command gave: as ``subprocess.CompletedProcess`` (exit code, stdout, stderr)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[[list[str]], CliResult]:
+    """``cli(ARGV)`` runs ``mmrobust ARGV`` through the real entry point (``mmrobust.cli.main``) in this process:
+    the end-to-end tests pay the ~3 s torch import of a new interpreter once per worker, not once per command.
+    The console script itself (``python -m mmrobust``) is run in subprocesses by the tests that need a process
+    of its own: kill -9 faults, the 2-process DDP launch, the console-script errors."""
+
+    def call(argv: list[str]) -> CliResult:
+        return CliResult(*run_cli(list(argv), capsys))
+
+    return call
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

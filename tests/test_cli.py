@@ -1,4 +1,5 @@
-"""The real ``mmrobust`` command line, end to end, in subprocesses."""
+"""The real ``mmrobust`` command line, end to end: the console script in a subprocess (``python -m mmrobust``)
+where a process of its own matters, the same entry point in process (the ``cli`` fixture) elsewhere."""
 
 import json
 import subprocess
@@ -20,11 +21,12 @@ def mmrobust(args, env, timeout=240):
 
 
 @pytest.mark.slow
-def test_train_eval_and_report(tmp_path, cli_env):
+def test_train_eval_and_report(tmp_path, cli_env, cli):
     runs = []
     for seed in (0, 1):
         run_dir = tmp_path / f"md{seed}"
-        out = mmrobust(["train", *TINY, f"seed={seed}", f"hydra.run.dir={run_dir}"], cli_env)
+        argv = ["train", *TINY, f"seed={seed}", f"hydra.run.dir={run_dir}"]
+        out = mmrobust(argv, cli_env) if seed == 0 else cli(argv)  # the console script, then in process
         assert out.returncode == 0, out.stderr
         assert "| ● | ● | ● |" in out.stdout and "Average" in out.stdout and "Worst" in out.stdout
         runs.append(run_dir)
@@ -32,15 +34,15 @@ def test_train_eval_and_report(tmp_path, cli_env):
     assert list(results["metrics"]["test"]) == ["a", "b", "c", "a+b", "a+c", "b+c", "a+b+c"]
     assert results["config"]["trainer"]["max_epochs"] == 2  # the resolved config travels with the results
 
-    out = mmrobust(["eval", str(runs[0])], cli_env)
+    out = cli(["eval", str(runs[0])])
     assert out.returncode == 0, out.stderr
     again = json.loads((runs[0] / "eval_test/results.json").read_text())
     assert again["metrics"]["test"] == results["metrics"]["test"]  # evaluation is reproducible from the run dir
 
-    out = mmrobust(["eval", str(runs[0] / "checkpoints/best.ckpt"), "--out", str(tmp_path / "ckpt_eval")], cli_env)
+    out = cli(["eval", str(runs[0] / "checkpoints/best.ckpt"), "--out", str(tmp_path / "ckpt_eval")])
     assert out.returncode == 0, out.stderr
 
-    out = mmrobust(["report", str(tmp_path / "md0"), str(tmp_path / "md1"), "--out", str(tmp_path / "report")], cli_env)
+    out = cli(["report", str(tmp_path / "md0"), str(tmp_path / "md1"), "--out", str(tmp_path / "report")])
     assert out.returncode == 0, out.stderr
     assert "mean ± std over 2 seeds" in out.stdout and " ± " in out.stdout
     for ext in ("md", "csv", "json", "tex"):
@@ -49,9 +51,9 @@ def test_train_eval_and_report(tmp_path, cli_env):
 
 
 @pytest.mark.slow
-def test_multirun_sweep_with_customized_runner(tmp_path, cli_env):
+def test_multirun_sweep_with_customized_runner(tmp_path, cli):
     sweep = tmp_path / "sweep"
-    out = mmrobust(
+    out = cli(
         [
             "train",
             "--multirun",
@@ -59,14 +61,13 @@ def test_multirun_sweep_with_customized_runner(tmp_path, cli_env):
             "method=customized,full",
             "trainer.max_epochs=1",
             f"hydra.sweep.dir={sweep}",
-        ],
-        cli_env,
+        ]
     )
     assert out.returncode == 0, out.stderr
     custom = json.loads((sweep / "customized/seed0/results.json").read_text())
     assert len(custom["metrics"]["test"]) == 7
     assert len(list((sweep / "customized/seed0/subsets").glob("*/checkpoints/best.ckpt"))) == 7
-    out = mmrobust(["report", str(sweep)], cli_env)
+    out = cli(["report", str(sweep)])
     assert out.returncode == 0, out.stderr
     assert "| a | b | c | customized | full |" in out.stdout or "| a | b | c | full | customized |" in out.stdout
 
@@ -100,9 +101,10 @@ def test_user_errors_are_one_clear_line(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path, cli_env):
+def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path, cli_env, cli):
     common = [*TINY, "trainer.optimizer.name=sgd", "trainer.optimizer.lr=0.05", "trainer.scheduler.name=none"]
-    single = mmrobust(["train", *common, f"hydra.run.dir={tmp_path / 'one'}"], cli_env)
+    single = cli(["train", *common, f"hydra.run.dir={tmp_path / 'one'}"])  # Fabric re-launches a DDP run's script:
+    # the 2-process run below must be the console script, in a subprocess
     assert single.returncode == 0, single.stderr
     ddp = mmrobust(
         ["train", *common, "trainer.devices=2", "trainer.strategy=ddp", f"hydra.run.dir={tmp_path / 'two'}"],

@@ -180,7 +180,7 @@ def two_processes(tmp_path_factory) -> tuple[Path, list[dict]]:
     folder = tmp_path_factory.mktemp("ddp")
     save_pretrained(folder)
     # spawn, not fork: forking after torch's OpenMP thread pool has started can deadlock the children
-    mp.start_processes(worker, args=(f"file://{folder / 'init'}", str(folder)), nprocs=WORLD, start_method="spawn")
+    mp.start_processes(worker, args=(f"file://{folder / 'init'}", str(folder)), nprocs=WORLD, start_method="forkserver")
     return folder, [torch.load(folder / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 

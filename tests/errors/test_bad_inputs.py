@@ -539,13 +539,11 @@ def console(args: list[str], env: dict[str, str], **kwargs: object) -> subproces
 
 
 @pytest.mark.slow
-def test_console_script_config_and_checkpoint_errors_are_one_line(tmp_path: Path, cli_env: dict[str, str]) -> None:
+def test_console_script_config_errors_are_one_line(tmp_path: Path, cli_env: dict[str, str]) -> None:
     out = console([*SYN[1:], "trainer.log_every_n_steps=0", f"hydra.run.dir={tmp_path / 'r'}"], cli_env)
     assert out.returncode == 2 and out.stderr.strip().count("\n") == 0, out.stderr
     assert out.stderr.startswith("mmrobust: config error: trainer.log_every_n_steps: expected an integer > 0")
-    out = console(["eval", str(bad_checkpoint(tmp_path / "evil.ckpt", "unsafe"))], cli_env)
-    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0, out.stderr
-    assert "refused as unsafe" in out.stderr and "Traceback" not in out.stderr
+    # (the unsafe-checkpoint refusal and the other one-line errors run in process: CASES above)
 
 
 @pytest.mark.slow

@@ -1,18 +1,17 @@
 """DMRNet end to end: the real CLI trains, logs the σ² table, re-evaluates and analyzes; shipped configs."""
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from mmrobust import api, cli
+from mmrobust import api
 from mmrobust.experiment import build_data, build_job_model, to_run_config
 from mmrobust.methods import METHODS
 from mmrobust.methods.dmrnet import SIGMA2_FILE
 from mmrobust.models.necks import ProbabilisticNeck
-from tests.conftest import MMROBUST, TINY_CLI, method_context
+from tests.conftest import TINY_CLI, method_context
 
 CONFIGS = Path(__file__).resolve().parents[2] / "src/mmrobust/configs"
 TINY = [
@@ -20,14 +19,10 @@ TINY = [
 ]
 
 
-def mmrobust(args, env):
-    return subprocess.run([*MMROBUST, *args], env=env, capture_output=True, text=True, timeout=240)
-
-
 @pytest.mark.slow
-def test_train_logs_sigma2_eval_reproduces_and_analyze_writes_its_figures(tmp_path, cli_env):
+def test_train_logs_sigma2_eval_reproduces_and_analyze_writes_its_figures(tmp_path, cli):
     run = tmp_path / "dmrnet"
-    out = mmrobust(
+    out = cli(
         [
             "train",
             "experiment=dmrnet_synthetic",
@@ -35,8 +30,7 @@ def test_train_logs_sigma2_eval_reproduces_and_analyze_writes_its_figures(tmp_pa
             "method.begin_epoch=1",
             *TINY,
             f"hydra.run.dir={run}",
-        ],
-        cli_env,
+        ]
     )
     assert out.returncode == 0, out.stderr
     logged = json.loads((run / SIGMA2_FILE).read_text())
@@ -50,7 +44,7 @@ def test_train_logs_sigma2_eval_reproduces_and_analyze_writes_its_figures(tmp_pa
     baseline = tmp_path / "md"
     api.train(["experiment=dmrnet_synthetic", "method=modality_dropout", *TINY], run_dir=baseline)
     report = tmp_path / "analysis"
-    cli.main(["analyze", "dmrnet", str(run), str(baseline), "--out", str(report)])  # in-process: saves an import
+    assert cli(["analyze", "dmrnet", str(run), str(baseline), "--out", str(report)]).returncode == 0
     summary = (report / "summary.md").read_text()
     assert "| dmrnet | 1 | 0.001 | 0.5 |" in summary and "| modality_dropout | 1 |" in summary
     table = (report / "dmrnet_seed0_subsets.md").read_text()

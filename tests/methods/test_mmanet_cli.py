@@ -1,18 +1,18 @@
-"""``mmrobust train method=mmanet`` end to end through the real command line (subprocess)."""
+"""``mmrobust train method=mmanet`` end to end through the real command line (in process: the ``cli`` fixture)."""
 
 import json
 
 import pytest
 
-from tests.test_cli import TINY, mmrobust
+from tests.test_cli import TINY
 
 SHORT = ["trainer.max_epochs=3", "method.begin_epoch=2", "method.mining_start=0"]  # mine after epochs 0, 1
 
 
 @pytest.mark.slow
-def test_train_mmanet_runs_teacher_mining_and_evaluation_in_one_command(tmp_path, cli_env):
+def test_train_mmanet_runs_teacher_mining_and_evaluation_in_one_command(tmp_path, cli):
     run_dir = tmp_path / "mmanet"
-    out = mmrobust(["train", *TINY, "method=mmanet", *SHORT, f"hydra.run.dir={run_dir}"], cli_env)
+    out = cli(["train", *TINY, "method=mmanet", *SHORT, f"hydra.run.dir={run_dir}"])
     assert out.returncode == 0, out.stderr
     assert (run_dir / "teacher/checkpoints/best.ckpt").is_file() and (run_dir / "teacher/history.json").is_file()
     teacher = json.loads((run_dir / "teacher.json").read_text())
@@ -33,9 +33,7 @@ def test_train_mmanet_runs_teacher_mining_and_evaluation_in_one_command(tmp_path
     # the SP ablation reusing that teacher: nothing is retrained, the provenance points at the checkpoint
     sp_dir = tmp_path / "sp"
     given = teacher["checkpoint"]
-    out = mmrobust(
-        ["train", *TINY, "method=mmanet_sp", *SHORT, f"method.teacher={given}", f"hydra.run.dir={sp_dir}"], cli_env
-    )
+    out = cli(["train", *TINY, "method=mmanet_sp", *SHORT, f"method.teacher={given}", f"hydra.run.dir={sp_dir}"])
     assert out.returncode == 0, out.stderr
     assert not (sp_dir / "teacher").exists() and not (sp_dir / "mar_mining.json").exists()
     reused = json.loads((sp_dir / "teacher.json").read_text())

@@ -4,13 +4,12 @@ The model config names no osmd encoder: the method declares it (``OSMD.model_con
 declared config and ``mmrobust eval`` rebuilds the trained model from it."""
 
 import json
-import subprocess
 
 import pytest
 from omegaconf import OmegaConf
 
 from mmrobust.engine.checkpoint import load_checkpoint
-from tests.conftest import MMROBUST, TINY_CLI
+from tests.conftest import TINY_CLI
 
 TINY = [
     "dataset=synthetic",
@@ -28,15 +27,9 @@ TINY = [
 
 
 @pytest.mark.slow
-def test_train_with_pretraining_then_eval_reports_ordinary_inputs_only(tmp_path, cli_env):
+def test_train_with_pretraining_then_eval_reports_ordinary_inputs_only(tmp_path, cli):
     run_dir = tmp_path / "osmd"
-    out = subprocess.run(
-        [*MMROBUST, "train", *TINY, f"hydra.run.dir={run_dir}"],
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    out = cli(["train", *TINY, f"hydra.run.dir={run_dir}"])
     assert out.returncode == 0, out.stderr
     assert "| rgb | depth | osmd-CTN+AE |" in out.stdout and "| ● | ○ |" in out.stdout and "| ○ | ● |" not in out.stdout
     for sub in ("pretrain_ordinary", "pretrain_privileged", "."):
@@ -53,7 +46,7 @@ def test_train_with_pretraining_then_eval_reports_ordinary_inputs_only(tmp_path,
     assert any(k.startswith("encoders.rgb.hallucination_encoder.") for k in best["model"])  # deployed: φ_s ...
     assert any(k.startswith("privileged_model.encoders.depth.") for k in best["method"])  # training-only: φ_p
 
-    out = subprocess.run([*MMROBUST, "eval", str(run_dir)], env=cli_env, capture_output=True, text=True, timeout=240)
+    out = cli(["eval", str(run_dir)])
     assert out.returncode == 0, out.stderr
     again = json.loads((run_dir / "eval_test/results.json").read_text())
     assert again["metrics"]["test"] == results["metrics"]["test"]

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import subprocess
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ from mmrobust.evaluation.imbalance_plots import diagnostic_groups, plot_diagnost
 from mmrobust.experiment import run
 from mmrobust.methods import METHODS, EpochContext, TrainState
 from mmrobust.methods.diagnostics import ImbalanceDiagnostics
-from tests.conftest import MLP, MMROBUST, TINY_CLI, method_context, tiny_dataset, tiny_model
+from tests.conftest import MLP, TINY_CLI, method_context, tiny_dataset, tiny_model
 
 TINY_TWO = [
     "dataset=synthetic",
@@ -22,10 +21,10 @@ TINY_TWO = [
 
 
 @pytest.mark.slow
-def test_cli_run_writes_diagnostics_json_png_and_logs(tmp_path, cli_env):
+def test_cli_run_writes_diagnostics_json_png_and_logs(tmp_path, cli):
     run_dir = tmp_path / "arl"
     args = ["train", *TINY_TWO, "method=arl", "method.start_epoch=1", f"hydra.run.dir={run_dir}"]
-    out = subprocess.run([*MMROBUST, *args], env=cli_env, capture_output=True, text=True, timeout=240)
+    out = cli(args)
     assert out.returncode == 0, out.stderr
     history = json.loads((run_dir / "diagnostics.json").read_text())
     assert [r["epoch"] for r in history] == [0, 1]

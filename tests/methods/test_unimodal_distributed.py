@@ -41,7 +41,7 @@ def worker(rank: int, init: str, out: str) -> None:
 def test_two_processes_with_half_batches_agree_with_one_process(tmp_path):
     # spawn, not fork: forking after torch's OpenMP thread pool has started can deadlock the children
     args = (f"file://{tmp_path / 'init'}", str(tmp_path / "rank"))
-    mp.start_processes(worker, args=args, nprocs=2, start_method="spawn")
+    mp.start_processes(worker, args=args, nprocs=2, start_method="forkserver")
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     assert torch.equal(ranks[0], ranks[1])
     torch.testing.assert_close(ranks[0], coefficients(0, 32), rtol=1e-5, atol=1e-6)
