@@ -68,3 +68,25 @@ def test_step_flops_counts_three_forwards_of_the_batch() -> None:
     assert flops == pytest.approx(3 * 2 * 10 * 4 * 64)
     assert model.training  # the mode is restored
     assert step_flops(model, torch.zeros(2, 11), batch_size=64) is None  # a model that cannot run: unknown
+
+
+def test_a_resumed_auto_run_keeps_the_thread_count_it_was_trained_with(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from mmrobust.engine.threads import ThreadChoice
+    from mmrobust.engine.trainer import Trainer
+
+    before = torch.get_num_threads()
+    try:
+        trainer = SimpleNamespace(cfg=SimpleNamespace(threads="auto"), threads=ThreadChoice(1, "auto: small"))
+        Trainer.keep_threads_of(trainer, {"threads": 2}, tmp_path / "last.ckpt")  # type: ignore[arg-type]
+        assert torch.get_num_threads() == 2 and trainer.threads.threads == 2  # the recorded count, not today's
+        torch.set_num_threads(1)
+        for kept in (
+            SimpleNamespace(cfg=SimpleNamespace(threads=1), threads=ThreadChoice(1, "trainer.threads=1")),  # given
+            SimpleNamespace(cfg=SimpleNamespace(threads="auto"), threads=ThreadChoice(None, "OMP_NUM_THREADS=1")),
+        ):
+            Trainer.keep_threads_of(kept, {"threads": 2}, tmp_path / "last.ckpt")  # type: ignore[arg-type]
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -48,7 +48,7 @@ from mmrobust.engine.faults import fault_point
 from mmrobust.engine.optim import build_optimizer, build_schedule
 from mmrobust.engine.precision import cast_to_model, convert_modules
 from mmrobust.engine.progress import progress_bar, tracked
-from mmrobust.engine.threads import ThreadChoice, configure_threads
+from mmrobust.engine.threads import ThreadChoice, apply_threads, configure_threads
 from mmrobust.engine.validation import EpochValidation, epoch_subsets
 from mmrobust.evaluation.evaluator import Predictions, evaluate_subsets, predict_subsets
 from mmrobust.methods.base import EpochContext, Method, TrainState
@@ -215,6 +215,18 @@ class Trainer:
             processes=processes,
             workers=resolve_num_workers(self.cfg.num_workers, dataset, processes),
         )
+
+    def keep_threads_of(self, ckpt: dict[str, Any], path: Path) -> None:
+        """Resume on the thread count the run was trained with (``last.ckpt`` records it) when ``trainer.threads``
+        is ``auto`` and decided a number: ``auto`` looks at the free cores, and a different count can change the
+        last bits of a reduction, so a resumed run would drift from the uninterrupted one."""
+        recorded = ckpt.get("threads")
+        choice = self.threads
+        if not recorded or str(self.cfg.threads) != "auto" or choice is None or choice.threads is None:
+            return
+        if recorded != choice.threads:
+            self.threads = ThreadChoice(recorded, f"auto: the {recorded} thread(s) {path} was trained with")
+            apply_threads(self.threads)
 
     def collate(self, dataset: MultimodalDataset) -> Collate:
         return Collate(dataset.modalities, dataset.shapes, self.task.collate_targets)
@@ -429,6 +441,7 @@ class Trainer:
         run.start_epoch, run.state.step = ckpt["epoch"] + 1, ckpt["step"]
         run.best_score, run.best_epoch, run.history = ckpt["best_score"], ckpt["best_epoch"], list(ckpt["history"])
         run.resumed_from = ckpt["epoch"]
+        self.keep_threads_of(ckpt, run.last_path)
         if self.fabric.is_global_zero:
             history = run.history
             self._write(
@@ -542,6 +555,7 @@ class Trainer:
                 "best_epoch": run.best_epoch,
                 "history": run.history,
                 "provenance": self.provenance,
+                "threads": torch.get_num_threads(),  # a resumed auto run keeps it (keep_threads_of)
             }
             self._write("last.ckpt", epoch, lambda: save_atomic(last, run.last_path))
             self._write("history.json", epoch, lambda: write_json_atomic(run.history, self.run_dir / "history.json"))
