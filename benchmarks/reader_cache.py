@@ -123,6 +123,9 @@ def overrides(args: argparse.Namespace, config: str, workers: str, cache_dir: Pa
         "dataset.modalities=[image,audio]",
         f"dataset.readers={{image:{{type:npy}},audio:{audio}}}",
         f"model={args.model}",
+        # the same encoder whatever the file type: model=auto would give the .npy spectrograms its image `conv`
+        *(["model.encoders.audio.name=spectrogram_cnn"] if args.model == "auto" else []),
+        f"trainer.threads={args.threads or 2}",  # fixed: an `auto` count could differ between configurations
         f"method={args.method}",
         f"trainer.max_epochs={args.epochs}",
         f"trainer.batch_size={args.batch_size}",
