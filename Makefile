@@ -22,11 +22,11 @@ main: setup
 test: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/pytest -q -n auto --dist loadfile
+	$(BIN)/pytest -q -n auto --dist worksteal
 
 # The test suite without the end-to-end tests marked slow (subprocess CLI runs, kill -9, 2-process runs).
 test-fast: setup
-	$(BIN)/pytest -q -n auto --dist loadfile -m "not slow"
+	$(BIN)/pytest -q -n auto --dist worksteal -m "not slow"
 
 # The README comparison (modality dropout vs full vs customized, 3 seeds) and its report.
 compare: setup
