@@ -7,7 +7,7 @@ import pytest
 
 from mmrobust.methods import METHODS, TrainState
 from mmrobust.methods.full import Full
-from tests.conftest import TINY_CLI
+from tests.conftest import TINY_CLI, run_cli
 
 
 class CtrlCAtStep(Full):
@@ -27,25 +27,13 @@ if "test_ctrl_c_at_step" not in METHODS:
     METHODS.register("test_ctrl_c_at_step")(CtrlCAtStep)
 
 
-def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    from mmrobust.cli import main
-
-    capsys.readouterr()
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else 1
-    return code, capsys.readouterr().err
-
-
 @pytest.mark.slow  # two tiny in-process trainings: ~6 s
 def test_ctrl_c_prints_one_line_with_the_checkpoint_and_the_resume_command(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("MMROBUST_DEBUG", raising=False)
     run_dir = tmp_path / "run dir"  # a space: the printed command must quote it
     overrides = ["dataset=synthetic", *TINY_CLI, "method=full", "method.name=test_ctrl_c_at_step"]
     CtrlCAtStep.armed = True
-    code, err = cli(["train", *overrides, f"hydra.run.dir={run_dir}"], capsys)
+    code, _, err = run_cli(["train", *overrides, f"hydra.run.dir={run_dir}"], capsys)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 130 and len(lines) == 1, err
     line = lines[0]
@@ -57,6 +45,6 @@ def test_ctrl_c_prints_one_line_with_the_checkpoint_and_the_resume_command(tmp_p
     assert command[2:-2] == overrides  # the same overrides: resume accepts only an unchanged config
 
     CtrlCAtStep.armed = False
-    code, err = cli(command[1:], capsys)  # the printed command, as the user would paste it
+    code, _, err = run_cli(command[1:], capsys)  # the printed command, as the user would paste it
     assert code == 0, err
     assert (run_dir / "results.json").is_file()
