@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mmrobust.engine.checkpoint import load_checkpoint
-from tests.conftest import MMROBUST, TINY_CLI
+from tests.conftest import MMROBUST, TINY_CLI, run_cli
 
 TINY = [
     "dataset=synthetic",
@@ -74,16 +74,10 @@ def test_multirun_sweep_with_customized_runner(tmp_path, cli):
 
 def test_user_errors_are_one_clear_line(tmp_path, capsys):
     """In process (the console script's own one-line errors: tests/errors/test_bad_inputs.py)."""
-    from mmrobust.cli import main
 
     def run(argv: list[str]) -> tuple[int, str]:
-        capsys.readouterr()
-        try:
-            main(argv)
-            code = 0
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else 1
-        return code, capsys.readouterr().err
+        code, _, err = run_cli(argv, capsys)
+        return code, err
 
     cases = {
         "method=nope": "Could not find 'method/nope'",

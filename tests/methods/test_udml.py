@@ -9,7 +9,6 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from mmrobust.cli import main
 from mmrobust.losses.gaussian_kl import gaussian_kl
 from mmrobust.losses.udml import embedding_kl, level_loss, prior_kl
 from mmrobust.methods import METHODS, TrainState
@@ -17,7 +16,7 @@ from mmrobust.methods.udml import UDML, draw_levels
 from mmrobust.methods.unimodal import unimodal_logits
 from mmrobust.models.udml_fusion import UDMLFusion, dependence_weights, inverse_variance_weights, scale_features
 from mmrobust.registry import ConfigError
-from tests.conftest import MLP, SURF_TINY, batch_of, method_context, tiny_dataset, tiny_model
+from tests.conftest import MLP, SURF_TINY, batch_of, method_context, run_cli, tiny_dataset, tiny_model
 
 T, F = True, False
 
@@ -264,13 +263,8 @@ def test_cli_trains_udml_on_uci_mfeat(tmp_path, capsys, drop_hydra_log_handlers)
         "model.fusion.out_features=12", "method.hidden=8", "trainer.batch_size=64", "trainer.progress=false",
         "trainer.tensorboard=false", f"hydra.run.dir={run}",
     ]  # fmt: skip
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    out = capsys.readouterr()
-    assert code == 0, out.err
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
     results = json.loads((run / "results.json").read_text())
     assert list(results["metrics"]["test"]) == ["fou", "kar", "fou+kar"]
     assert results["config"]["model"]["fusion"]["name"] == "udml"
