@@ -249,6 +249,10 @@ def test_reader_overrides_compose_without_plus_and_reach_the_dataset(tmp_path: P
         ({"readers": {"scan": "npy"}}, r"^dataset\.readers\.scan: expected a mapping"),
         ({"reader_defaults": {"audio": {"n_mel": 40}}}, r"^dataset\.reader_defaults\.audio\.n_mel: unknown key"),
         ({"reader_defaults": {"video": {}}}, r"^dataset\.reader_defaults\.video: unknown reader type"),
+        (  # a bad default names the reader it reached and where the value came from
+            {"reader_defaults": {"npy": {"channels": "move"}}},
+            r"^dataset\.readers\.scan: channels: .* \(dataset\.readers\.scan takes \['channels'\] from dataset\.reader_defaults\.npy\)$",
+        ),
     ],
 )
 def test_unknown_reader_keys_are_one_config_error_line(tmp_path: Path, config: dict[str, object], match: str) -> None:

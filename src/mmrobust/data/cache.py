@@ -132,7 +132,7 @@ def process_store(max_bytes: int) -> MemoryLRU:
 
 
 def clear_memory_caches() -> None:
-    """Empty every memory store of this process (benchmarks: start each configuration cold)."""
+    """Empty every memory store of this process (tests start each case cold)."""
     _STORES.clear()
 
 

@@ -168,7 +168,15 @@ class Manifest(MultimodalDataset):
                     f"set one of {READERS.names()}"
                 )
         options = {**defaults.get(name, {}), **config}
-        reader = READERS.build(name, options, where=f"dataset.readers.{modality}")
+        try:
+            reader = READERS.build(name, options, where=f"dataset.readers.{modality}")
+        except ConfigError as error:  # a bad value may come from reader_defaults: say where the options come from
+            inherited = sorted(set(defaults.get(name, {})) - set(config))
+            if not inherited:
+                raise
+            raise ConfigError(
+                f"{error} (dataset.readers.{modality} takes {inherited} from dataset.reader_defaults.{name})"
+            ) from error
         self.reader_configs[modality] = full_config(name, options)
         return reader
 
